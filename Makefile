@@ -1,0 +1,26 @@
+# The project's commands. `make run` and `make test` are the two a newcomer needs.
+.PHONY: run test build lint fmt clean
+
+# The proxy (release build); starts a private redis-server unless REDIS_URL or
+# REDIS_HOST is set. Flags: make run ARGS="--allow-writes --cache-ttl 5s"
+run:
+	./scripts/run.sh $(ARGS)
+
+# Installs redis-server/redis-tools when missing, then every test, including
+# the system tests against real redis-servers the harness starts.
+test:
+	./scripts/ensure-redis.sh
+	cargo test
+
+build:
+	cargo build --release
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean:
+	cargo clean

@@ -1,0 +1,244 @@
+//! The connection to the backing Redis.
+//!
+//! One multiplexed connection carries every request. A supervisor task owns
+//! its life as a small state machine: `Connecting` (retry with backoff until
+//! Redis answers) → `Up` (health-checked with PING) → back to `Connecting`
+//! when the connection breaks. Requests never wait for a reconnect: while
+//! there is no connection they fail at once with [`Error::Unavailable`], so
+//! a Redis that is down is a fast 503, and only a Redis that is slow is a
+//! 504. Redis being down at start is just the first `Connecting`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, Value};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::metrics::Metrics;
+
+/// How often the supervisor checks an idle connection.
+const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+/// Consecutive PING timeouts after which a connection is replaced.
+const MAX_PING_TIMEOUTS: u32 = 3;
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A string value and, when Redis has one, its remaining time to live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub value: Bytes,
+    pub pttl: Option<Duration>,
+}
+
+pub struct Backend {
+    client: Client,
+    timeout: Duration,
+    conn: RwLock<Option<MultiplexedConnection>>,
+    ready: AtomicBool,
+    broken: Notify,
+    metrics: Arc<Metrics>,
+}
+
+impl Backend {
+    /// Validates the URL; connecting happens in [`Backend::supervise`].
+    pub fn new(url: &str, timeout: Duration, metrics: Arc<Metrics>) -> redis::RedisResult<Self> {
+        Ok(Backend {
+            client: Client::open(url)?,
+            timeout,
+            conn: RwLock::new(None),
+            ready: AtomicBool::new(false),
+            broken: Notify::new(),
+            metrics,
+        })
+    }
+
+    /// True while Redis is connected and answered the last health check.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    fn set_ready(&self, up: bool) {
+        self.ready.store(up, Ordering::Relaxed);
+        self.metrics.backend_up.set(up as i64);
+    }
+
+    fn connection(&self) -> Option<MultiplexedConnection> {
+        self.conn.read().expect("backend lock").clone()
+    }
+
+    fn set_connection(&self, conn: Option<MultiplexedConnection>) {
+        *self.conn.write().expect("backend lock") = conn;
+    }
+
+    /// `GET key` and `PTTL key` in one round trip. `Ok(None)`: no such key.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Fetched>, Error> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(key).cmd("PTTL").arg(key).ignore_errors();
+        let replies: Vec<Value> = self
+            .round_trip(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await?;
+        let [value, pttl] = <[Value; 2]>::try_from(replies)
+            .map_err(|r| Error::Reply(format!("expected 2 replies to GET+PTTL, got {}", r.len()).into()))?;
+        let value = match value {
+            Value::Nil => return Ok(None),
+            Value::BulkString(v) => Bytes::from(v),
+            Value::ServerError(e) if e.code() == "WRONGTYPE" => {
+                return Err(Error::WrongType(e.to_string().into()));
+            }
+            other => return Err(self.unexpected(other)),
+        };
+        let pttl = match pttl {
+            // -1: no expiry. -2: gone since the GET; serve it, don't cache it.
+            Value::Int(-1) => None,
+            Value::Int(ms) if ms >= 0 => Some(Duration::from_millis(ms as u64)),
+            _ => Some(Duration::ZERO),
+        };
+        Ok(Some(Fetched { value, pttl }))
+    }
+
+    /// `SET key value`.
+    pub async fn set(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value);
+        let reply: Value = self
+            .round_trip(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await?;
+        match reply {
+            Value::Okay | Value::SimpleString(_) => Ok(()),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    fn unexpected(&self, reply: Value) -> Error {
+        self.metrics.backend_error("reply");
+        match reply {
+            Value::ServerError(e) => Error::Reply(e.to_string().into()),
+            other => Error::Reply(format!("unexpected reply {other:?}").into()),
+        }
+    }
+
+    /// Runs one request on the current connection under the backend timeout
+    /// and sorts its failure into unavailable / timeout / reply.
+    async fn round_trip<T, F, Fut>(&self, request: F) -> Result<T, Error>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let Some(conn) = self.connection() else {
+            self.metrics.backend_error("unavailable");
+            return Err(Error::unavailable("not connected to Redis"));
+        };
+        self.metrics.backend_requests.inc();
+        match tokio::time::timeout(self.timeout, request(conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.classify(e)),
+            Err(_) => {
+                self.metrics.backend_error("timeout");
+                Err(Error::Timeout(self.timeout))
+            }
+        }
+    }
+
+    fn classify(&self, e: redis::RedisError) -> Error {
+        if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_unrecoverable_error()
+        {
+            self.metrics.backend_error("unavailable");
+            self.set_ready(false);
+            // notify_waiters stores no permit, so a failure on an old connection
+            // cannot tear down the next one.
+            self.broken.notify_waiters();
+            Error::unavailable(e.to_string())
+        } else if e.is_timeout() {
+            self.metrics.backend_error("timeout");
+            Error::Timeout(self.timeout)
+        } else {
+            self.metrics.backend_error("reply");
+            Error::Reply(e.to_string().into())
+        }
+    }
+
+    /// Keeps a connection to Redis until `shutdown`.
+    pub async fn supervise(self: Arc<Self>, shutdown: CancellationToken) {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(500))))
+            .set_response_timeout(None);
+        let mut backoff = BACKOFF_MIN;
+        let mut was_down_logged = false;
+        while !shutdown.is_cancelled() {
+            let attempt = self.client.get_multiplexed_async_connection_with_config(&config);
+            let conn = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = attempt => r,
+            };
+            match conn {
+                Ok(conn) => {
+                    tracing::info!(target: "backend", "connected to Redis");
+                    backoff = BACKOFF_MIN;
+                    was_down_logged = false;
+                    self.set_connection(Some(conn.clone()));
+                    self.set_ready(true);
+                    self.watch(conn, &shutdown).await;
+                    self.set_connection(None);
+                    self.set_ready(false);
+                    if !shutdown.is_cancelled() {
+                        tracing::warn!(target: "backend", "lost the connection to Redis; reconnecting");
+                    }
+                }
+                Err(e) => {
+                    if !was_down_logged {
+                        tracing::warn!(target: "backend", error = %e, "Redis unreachable; retrying");
+                        was_down_logged = true;
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// Returns when the connection is broken or shutdown begins.
+    async fn watch(&self, mut conn: MultiplexedConnection, shutdown: &CancellationToken) {
+        let mut ping_timeouts = 0;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.broken.notified() => return,
+                _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+            }
+            let ping = redis::cmd("PING");
+            match tokio::time::timeout(self.timeout, ping.query_async::<Value>(&mut conn)).await {
+                Ok(Ok(_)) => {
+                    ping_timeouts = 0;
+                    self.set_ready(true);
+                }
+                Ok(Err(e))
+                    if !(e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()) =>
+                {
+                    // An error reply (LOADING, say): connected but not serving.
+                    self.set_ready(false);
+                }
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    // A slow Redis is not a dead one: keep the connection a
+                    // while so requests see 504s, not a reconnect storm.
+                    self.set_ready(false);
+                    ping_timeouts += 1;
+                    if ping_timeouts >= MAX_PING_TIMEOUTS {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,314 @@
+use super::*;
+use proptest::prelude::*;
+
+const TTL: Duration = Duration::from_secs(10);
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn get(store: &mut Store, key: &str, now: Instant) -> Option<Bytes> {
+    store.get(key.as_bytes(), now).map(|h| h.value)
+}
+
+#[test]
+fn exactly_capacity_keys_fit() {
+    let t0 = Instant::now();
+    let mut s = Store::new(3, None, TTL);
+    for k in ["a", "b", "c"] {
+        s.insert(b(k), b(k), t0, TTL);
+    }
+    assert_eq!(s.len(), 3);
+    for k in ["a", "b", "c"] {
+        assert_eq!(get(&mut s, k, t0), Some(b(k)));
+    }
+    s.insert(b("d"), b("d"), t0, TTL);
+    assert_eq!(s.len(), 3);
+    assert_eq!(s.take_events().evicted, 1);
+}
+
+#[test]
+fn least_recently_read_goes_first() {
+    let t0 = Instant::now();
+    let mut s = Store::new(3, None, TTL);
+    for k in ["a", "b", "c"] {
+        s.insert(b(k), b(k), t0, TTL);
+    }
+    // "a" was inserted first but read last, so "b" is the victim.
+    get(&mut s, "a", t0);
+    s.insert(b("d"), b("d"), t0, TTL);
+    assert_eq!(get(&mut s, "b", t0), None);
+    for k in ["a", "c", "d"] {
+        assert_eq!(get(&mut s, k, t0), Some(b(k)), "{k}");
+    }
+}
+
+#[test]
+fn reads_do_not_extend_expiry() {
+    let t0 = Instant::now();
+    let mut s = Store::new(10, None, TTL);
+    s.insert(b("k"), b("v"), t0, TTL);
+    let read_at = t0 + TTL.mul_f64(0.9);
+    let hit = s.get(b"k", read_at).unwrap();
+    assert_eq!(hit.age, TTL.mul_f64(0.9));
+    assert_eq!(
+        get(&mut s, "k", t0 + TTL - Duration::from_millis(1)),
+        Some(b("v"))
+    );
+    assert_eq!(get(&mut s, "k", t0 + TTL), None);
+    assert_eq!(s.take_events().expired, 1);
+    assert!(s.is_empty());
+}
+
+#[test]
+fn shorter_ttl_than_global_is_kept() {
+    let t0 = Instant::now();
+    let mut s = Store::new(10, None, TTL);
+    s.insert(b("short"), b("v"), t0, Duration::from_secs(1));
+    s.insert(b("long"), b("v"), t0, Duration::from_secs(3600));
+    assert_eq!(get(&mut s, "short", t0 + Duration::from_secs(1)), None);
+    assert_eq!(
+        get(&mut s, "long", t0 + TTL - Duration::from_millis(1)),
+        Some(b("v"))
+    );
+    assert_eq!(
+        get(&mut s, "long", t0 + TTL),
+        None,
+        "global ttl caps a longer one"
+    );
+}
+
+#[test]
+fn expired_entries_are_purged_before_evicting_live_ones() {
+    let t0 = Instant::now();
+    let mut s = Store::new(2, None, TTL);
+    s.insert(b("old"), b("v"), t0, TTL);
+    s.insert(b("live"), b("v"), t0 + Duration::from_secs(5), TTL);
+    s.insert(b("new"), b("v"), t0 + TTL, TTL);
+    assert_eq!(
+        s.take_events(),
+        Events {
+            evicted: 0,
+            expired: 1
+        }
+    );
+    assert_eq!(get(&mut s, "live", t0 + TTL), Some(b("v")));
+}
+
+#[test]
+fn replacing_a_key_renews_it() {
+    let t0 = Instant::now();
+    let mut s = Store::new(2, None, TTL);
+    s.insert(b("a"), b("1"), t0, TTL);
+    s.insert(b("b"), b("1"), t0, TTL);
+    s.insert(b("a"), b("22"), t0 + Duration::from_secs(5), TTL);
+    assert_eq!(s.len(), 2);
+    assert_eq!(s.bytes(), 2 + 3);
+    s.insert(b("c"), b("1"), t0 + Duration::from_secs(5), TTL);
+    assert_eq!(get(&mut s, "b", t0 + Duration::from_secs(5)), None);
+    assert_eq!(get(&mut s, "a", t0 + Duration::from_secs(14)), Some(b("22")));
+}
+
+#[test]
+fn byte_bound_evicts_least_recently_read() {
+    let t0 = Instant::now();
+    let mut s = Store::new(100, Some(10), TTL);
+    s.insert(b("a"), b("1234"), t0, TTL); // 5 bytes
+    s.insert(b("b"), b("1234"), t0, TTL); // 10 bytes
+    get(&mut s, "a", t0);
+    s.insert(b("c"), b("1"), t0, TTL); // 12 > 10: "b" goes
+    assert_eq!(get(&mut s, "b", t0), None);
+    assert_eq!(s.bytes(), 7);
+    // Too big to ever fit: not stored, and nothing else is evicted for it.
+    s.insert(b("huge"), Bytes::from(vec![0; 64]), t0, TTL);
+    assert_eq!(get(&mut s, "huge", t0), None);
+    assert_eq!(s.len(), 2);
+}
+
+#[test]
+fn zero_capacity_stores_nothing() {
+    let t0 = Instant::now();
+    let mut s = Store::new(0, None, TTL);
+    s.insert(b("a"), b("1"), t0, TTL);
+    assert!(s.is_empty());
+}
+
+#[test]
+fn remove_and_clear() {
+    let t0 = Instant::now();
+    let mut s = Store::new(4, None, TTL);
+    s.insert(b("a"), b("1"), t0, TTL);
+    s.insert(b("b"), b("1"), t0, TTL);
+    assert!(s.remove(b"a"));
+    assert!(!s.remove(b"a"));
+    assert_eq!(s.len(), 1);
+    s.clear();
+    assert!(s.is_empty());
+    assert_eq!(s.bytes(), 0);
+    s.insert(b("c"), b("1"), t0, TTL);
+    assert_eq!(get(&mut s, "c", t0), Some(b("1")));
+}
+
+/// The specification of the store, written as plainly as possible: a vector
+/// scanned on every operation.
+#[derive(Default)]
+struct Model {
+    entries: Vec<ModelEntry>,
+    tick: u64,
+}
+
+struct ModelEntry {
+    key: Bytes,
+    value: Bytes,
+    inserted: Instant,
+    expires: Instant,
+    insert_seq: u64,
+    read_seq: u64,
+}
+
+impl Model {
+    fn purge_front(&mut self, now: Instant) {
+        loop {
+            let oldest = self.entries.iter().enumerate().min_by_key(|(_, e)| e.insert_seq);
+            match oldest {
+                Some((i, e)) if e.expires <= now => {
+                    self.entries.remove(i);
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn evict_lru(&mut self) {
+        let (i, _) = self
+            .entries
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, e)| e.read_seq)
+            .unwrap();
+        self.entries.remove(i);
+    }
+
+    fn bytes(&self) -> u64 {
+        self.entries.iter().map(|e| entry_size(&e.key, &e.value)).sum()
+    }
+
+    fn get(&mut self, key: &[u8], now: Instant) -> Option<Hit> {
+        self.purge_front(now);
+        self.tick += 1;
+        let i = self.entries.iter().position(|e| e.key == key)?;
+        if self.entries[i].expires <= now {
+            self.entries.remove(i);
+            return None;
+        }
+        let e = &mut self.entries[i];
+        e.read_seq = self.tick;
+        Some(Hit {
+            value: e.value.clone(),
+            age: now - e.inserted,
+        })
+    }
+
+    fn insert(
+        &mut self,
+        cap: usize,
+        max: Option<u64>,
+        key: Bytes,
+        value: Bytes,
+        now: Instant,
+        ttl: Duration,
+    ) {
+        let ttl = ttl.min(TTL);
+        self.tick += 1;
+        let pos = self.entries.iter().position(|e| e.key == key);
+        if cap == 0 || ttl.is_zero() || max.is_some_and(|m| entry_size(&key, &value) > m) {
+            if let Some(i) = pos {
+                self.entries.remove(i);
+            }
+            return;
+        }
+        self.purge_front(now);
+        match self.entries.iter_mut().find(|e| e.key == key) {
+            Some(e) => {
+                e.value = value;
+                e.inserted = now;
+                e.expires = now + ttl;
+                e.insert_seq = self.tick;
+                e.read_seq = self.tick;
+            }
+            None => {
+                while self.entries.len() >= cap {
+                    self.evict_lru();
+                }
+                self.entries.push(ModelEntry {
+                    key,
+                    value,
+                    inserted: now,
+                    expires: now + ttl,
+                    insert_seq: self.tick,
+                    read_seq: self.tick,
+                });
+            }
+        }
+        while max.is_some_and(|m| self.bytes() > m) {
+            self.evict_lru();
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Get(u8),
+    Insert(u8, u8, u64),
+    Remove(u8),
+    Advance(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..12).prop_map(Op::Get),
+        4 => (0u8..12, 0u8..6, 0u64..15_000).prop_map(|(k, v, ttl)| Op::Insert(k, v, ttl)),
+        1 => (0u8..12).prop_map(Op::Remove),
+        2 => (0u64..4_000).prop_map(Op::Advance),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn store_matches_model(
+        cap in 0usize..6,
+        max in proptest::option::of(2u64..20),
+        ops in proptest::collection::vec(op(), 1..200),
+    ) {
+        let mut now = Instant::now();
+        let mut store = Store::new(cap, max, TTL);
+        let mut model = Model::default();
+        for op in ops {
+            match op {
+                Op::Get(k) => {
+                    let key = [k];
+                    prop_assert_eq!(store.get(&key, now), model.get(&key, now), "get {}", k);
+                }
+                Op::Insert(k, v, ttl) => {
+                    let key = Bytes::copy_from_slice(&[k]);
+                    let value = Bytes::from(vec![b'v'; v as usize]);
+                    let ttl = Duration::from_millis(ttl);
+                    store.insert(key.clone(), value.clone(), now, ttl);
+                    model.insert(cap, max, key, value, now, ttl);
+                }
+                Op::Remove(k) => {
+                    let held = model.entries.iter().position(|e| e.key[..] == [k]);
+                    if let Some(i) = held {
+                        model.entries.remove(i);
+                    }
+                    prop_assert_eq!(store.remove(&[k]), held.is_some());
+                }
+                Op::Advance(ms) => now += Duration::from_millis(ms),
+            }
+            prop_assert_eq!(store.len(), model.entries.len());
+            prop_assert_eq!(store.bytes(), model.bytes());
+            prop_assert!(store.len() <= cap);
+            prop_assert!(max.is_none_or(|m| store.bytes() <= m));
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Command line and environment. Every flag has an environment variable of
+//! the same name in upper case; the original Flask service's `REDIS_HOST`,
+//! `REDIS_PORT` and `REDIS_DB` are honoured when no `--redis-url` is given.
+//! A bad value ends the process with status 2 and one line naming the flag.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// A caching read proxy in front of Redis.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "redis-proxy", version, about)]
+pub struct Config {
+    /// Backing Redis: redis://[user:pass@]host:port[/db]. Without it,
+    /// REDIS_HOST / REDIS_PORT / REDIS_DB, then redis://127.0.0.1:6379/0.
+    #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url)]
+    pub redis_url: Option<String>,
+
+    /// HTTP front end address, or `off`.
+    #[arg(long, env = "HTTP_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
+    pub http_listen: Listen,
+
+    /// Admin address (/metrics, /healthz, /readyz), or `off`.
+    #[arg(long, env = "ADMIN_LISTEN", default_value = "127.0.0.1:9090", value_parser = parse_listen)]
+    pub admin_listen: Listen,
+
+    /// Global expiry of a cached key, counted from insertion (500ms, 60s, 2m).
+    #[arg(long, env = "CACHE_TTL", default_value = "60s", value_parser = parse_duration)]
+    pub cache_ttl: Duration,
+
+    /// Maximum number of keys held.
+    #[arg(long, env = "CACHE_CAPACITY", default_value_t = 10_000)]
+    pub cache_capacity: usize,
+
+    /// Optional bound on the sum of key+value bytes held (bytes, or with a
+    /// KiB/MiB/GiB suffix).
+    #[arg(long, env = "CACHE_MAX_BYTES", value_parser = parse_bytes)]
+    pub cache_max_bytes: Option<u64>,
+
+    /// Client connections held at once, all front ends together.
+    #[arg(long, env = "MAX_CLIENTS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_clients: u32,
+
+    /// Requests worked on at once; 1 = one at a time, in arrival order.
+    /// Default: the number of cores.
+    #[arg(long, env = "MAX_PARALLEL", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_parallel: Option<u32>,
+
+    /// Time allowed for one Redis round trip.
+    #[arg(long, env = "BACKEND_TIMEOUT", default_value = "1s", value_parser = parse_duration_nonzero)]
+    pub backend_timeout: Duration,
+
+    /// Drain time on SIGTERM/SIGINT.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Enable /set/{key}/{value}, written through to Redis.
+    #[arg(long, env = "ALLOW_WRITES", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", value_parser = parse_switch)]
+    pub allow_writes: bool,
+
+    /// Tokio worker threads. Default: the number of cores.
+    #[arg(long, env = "THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
+
+    /// Log format: text or json. The level comes from RUST_LOG.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A listen address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Off,
+    On(SocketAddr),
+}
+
+impl Config {
+    /// Parses the process arguments and environment; on a bad value prints
+    /// one line and exits 2 (help and version exit 0 as usual).
+    pub fn from_env_or_exit() -> Config {
+        match Config::try_parse() {
+            Ok(mut config) => match config.resolve_redis_url() {
+                Ok(()) => config,
+                Err(msg) => exit_bad_value(&msg),
+            },
+            Err(err) if !err.use_stderr() => err.exit(),
+            Err(err) => {
+                let text = err.to_string();
+                let line = text
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("bad arguments");
+                exit_bad_value(line.trim_start_matches("error: "))
+            }
+        }
+    }
+
+    /// Fills `redis_url` from the Flask-era variables when it was not given.
+    pub fn resolve_redis_url(&mut self) -> Result<(), String> {
+        if self.redis_url.is_none() {
+            let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+            self.redis_url = Some(flask_url(var("REDIS_HOST"), var("REDIS_PORT"), var("REDIS_DB"))?);
+        }
+        Ok(())
+    }
+
+    pub fn redis_url(&self) -> &str {
+        self.redis_url.as_deref().unwrap_or("redis://127.0.0.1:6379/0")
+    }
+
+    pub fn max_parallel(&self) -> usize {
+        self.max_parallel.map(|n| n as usize).unwrap_or_else(cores)
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads.map(|n| n as usize).unwrap_or_else(cores)
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn exit_bad_value(msg: &str) -> ! {
+    eprintln!("redis-proxy: {msg}");
+    std::process::exit(2)
+}
+
+fn flask_url(host: Option<String>, port: Option<String>, db: Option<String>) -> Result<String, String> {
+    let host = host.unwrap_or_else(|| "127.0.0.1".to_string());
+    if host.is_empty() || host.contains(['/', '@', ' ', '?', '#']) {
+        return Err(format!("invalid value '{host}' for REDIS_HOST: not a host name"));
+    }
+    let port = match port {
+        None => 6379,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("invalid value '{p}' for REDIS_PORT: expected a port 1-65535"))?,
+    };
+    let db = match db {
+        None => 0,
+        Some(d) => d
+            .parse::<u32>()
+            .map_err(|_| format!("invalid value '{d}' for REDIS_DB: expected a database number"))?,
+    };
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let url = format!("redis://{host}:{port}/{db}");
+    parse_redis_url(&url).map_err(|e| format!("invalid value for REDIS_HOST: {e}"))
+}
+
+fn parse_redis_url(s: &str) -> Result<String, String> {
+    use redis::IntoConnectionInfo;
+    let scheme = s.split_once("://").map(|(scheme, _)| scheme);
+    match scheme {
+        Some("redis") => {}
+        Some("rediss") => return Err("rediss:// (TLS) is not supported by this build yet".into()),
+        Some(other) => return Err(format!("scheme '{other}' is not redis://")),
+        None => return Err("expected redis://host:port[/db]".into()),
+    }
+    s.into_connection_info().map_err(|e| e.to_string())?;
+    Ok(s.to_string())
+}
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Listen::Off);
+    }
+    s.parse::<SocketAddr>()
+        .map(Listen::On)
+        .map_err(|_| "expected host:port (an IP address and a port) or 'off'".into())
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 60s, 2m)"))
+}
+
+fn parse_duration_nonzero(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+/// `1048576`, `512KiB`, `64MiB`, `1GiB` (also `KB`/`MB`/`GB` as powers of 1024,
+/// as Redis's own config does).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| "expected a number of bytes, e.g. 64MiB".to_string())?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown unit '{other}' (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| "too large".to_string())
+}
+
+fn parse_switch(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err("expected true|false|1|0|yes|no".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_with_units() {
+        assert_eq!(parse_bytes("100"), Ok(100));
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("2 GiB"), Ok(2 << 30));
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert!(parse_bytes("MiB").is_err());
+    }
+
+    #[test]
+    fn flask_variables() {
+        assert_eq!(flask_url(None, None, None).unwrap(), "redis://127.0.0.1:6379/0");
+        assert_eq!(
+            flask_url(Some("cache".into()), Some("6390".into()), Some("2".into())).unwrap(),
+            "redis://cache:6390/2"
+        );
+        assert!(
+            flask_url(None, Some("x".into()), None)
+                .unwrap_err()
+                .contains("REDIS_PORT")
+        );
+        assert!(
+            flask_url(None, None, Some("-1".into()))
+                .unwrap_err()
+                .contains("REDIS_DB")
+        );
+        assert!(
+            flask_url(Some("a/b".into()), None, None)
+                .unwrap_err()
+                .contains("REDIS_HOST")
+        );
+    }
+
+    #[test]
+    fn redis_urls() {
+        assert!(parse_redis_url("redis://127.0.0.1:6379/0").is_ok());
+        assert!(parse_redis_url("redis://:pw@localhost:1/3").is_ok());
+        assert!(parse_redis_url("http://localhost").is_err());
+        assert!(parse_redis_url("rediss://localhost").is_err());
+        assert!(parse_redis_url("localhost:6379").is_err());
+    }
+}

@@ -1,0 +1,31 @@
+//! redis-proxy: a caching read proxy in front of Redis.
+//!
+//! Clients ask for keys over HTTP; the proxy answers from a bounded
+//! in-process cache (exact LRU by read, fixed key capacity, global TTL from
+//! insertion) and goes to Redis only on a miss, with concurrent misses on one
+//! key coalesced into one Redis GET.
+//!
+//! # Layout
+//! - [`config`]: flags and environment variables, validated with one-line errors
+//! - [`server`]: listeners, the client limit, the graceful drain
+//! - [`lookup`]: protocol-agnostic GET: cache → single flight → backend → insert
+//! - [`cache`]: the LRU+TTL store (`list` holds the index-linked lists)
+//! - [`backend`]: the Redis connection and its reconnect state machine
+//! - [`http`]: HTTP routes → lookup
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`
+//! - [`metrics`]: every metric in one place
+//! - [`error`]: one error type; where it came from decides the status code
+//! - [`telemetry`]: log set-up
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod backend;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod lookup;
+pub mod metrics;
+pub mod server;
+pub mod telemetry;

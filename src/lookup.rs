@@ -1,0 +1,169 @@
+//! The protocol-agnostic read path: cache → single flight → backend →
+//! insert. Both front ends call [`Lookup::get`]; neither sees the cache.
+//!
+//! A hit takes one short mutex section and clones a `Bytes` (a reference
+//! count); nothing is held across an await. A miss registers a flight for
+//! its key; later misses on that key wait on the same flight, so any number
+//! of concurrent misses cost one Redis round trip. The flight runs in its
+//! own task, so a client that hangs up does not cancel it for the others.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::backend::Backend;
+use crate::cache::Store;
+use crate::error::Error;
+use crate::metrics::Metrics;
+
+/// What a lookup found: the value (None: Redis has no such key) and
+/// whether it came from the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub value: Option<Bytes>,
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Served from the cache; `age` since it was inserted.
+    Hit { age: Duration },
+    /// Asked Redis (or waited on a request to Redis already in flight).
+    Miss,
+}
+
+type Outcome = Result<Option<Bytes>, Error>;
+type Flight = watch::Receiver<Option<Outcome>>;
+
+pub struct Lookup {
+    store: Mutex<Store>,
+    flights: Mutex<HashMap<Bytes, Flight>>,
+    /// Bumped, under the store lock, by every write and invalidation. A
+    /// fetch that started under an older generation does not insert, so a
+    /// GET that raced a write cannot put the old value back.
+    generation: AtomicU64,
+    backend: Arc<Backend>,
+    metrics: Arc<Metrics>,
+}
+
+impl Lookup {
+    pub fn new(store: Store, backend: Arc<Backend>, metrics: Arc<Metrics>) -> Self {
+        Lookup {
+            store: Mutex::new(store),
+            flights: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            backend,
+            metrics,
+        }
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The value of `key`, from the cache if held, else from Redis.
+    pub async fn get(self: &Arc<Self>, key: Bytes) -> Result<Found, Error> {
+        if let Some(found) = self.cached(&key) {
+            return Ok(found);
+        }
+        let mut flight = {
+            let mut flights = self.flights.lock();
+            if let Some(flight) = flights.get(&key) {
+                self.metrics.singleflight_joins.inc();
+                self.metrics.misses.inc();
+                flight.clone()
+            } else if let Some(found) = self.cached(&key) {
+                // A flight for this key finished between our two looks.
+                return Ok(found);
+            } else {
+                self.metrics.misses.inc();
+                let (tx, rx) = watch::channel(None);
+                flights.insert(key.clone(), rx.clone());
+                let this = Arc::clone(self);
+                tokio::spawn(async move {
+                    let outcome = this.fetch(&key).await;
+                    this.flights.lock().remove(&key);
+                    let _ = tx.send(Some(outcome));
+                });
+                rx
+            }
+        };
+        let outcome = match flight.wait_for(Option::is_some).await {
+            Ok(done) => done.clone().expect("waited for Some"),
+            Err(_) => Err(Error::unavailable("the request to Redis was abandoned")),
+        };
+        outcome.map(|value| Found {
+            value,
+            source: Source::Miss,
+        })
+    }
+
+    fn cached(&self, key: &[u8]) -> Option<Found> {
+        let hit = self.with_store(|s| s.get(key, Instant::now()))?;
+        self.metrics.hits.inc();
+        Some(Found {
+            value: Some(hit.value),
+            source: Source::Hit { age: hit.age },
+        })
+    }
+
+    async fn fetch(&self, key: &Bytes) -> Outcome {
+        let generation = self.generation.load(Ordering::Acquire);
+        let sent = Instant::now();
+        let Some(fetched) = self.backend.get(key).await? else {
+            return Ok(None); // misses are not cached
+        };
+        let now = Instant::now();
+        // Redis measured the PTTL somewhere between `sent` and `now`; counting
+        // it from `sent` keeps our expiry no later than Redis's.
+        let ttl = match fetched.pttl {
+            Some(pttl) => pttl.saturating_sub(now - sent),
+            None => Duration::MAX,
+        };
+        self.with_store(|s| {
+            if self.generation.load(Ordering::Acquire) == generation {
+                s.insert(key.clone(), fetched.value.clone(), now, ttl);
+            }
+        });
+        Ok(Some(fetched.value))
+    }
+
+    /// `SET key value` on Redis, then the fresh value in the cache. If the
+    /// write fails, Redis may or may not have it, so the key is dropped.
+    pub async fn set(&self, key: Bytes, value: Bytes) -> Result<(), Error> {
+        let result = self.backend.set(&key, &value).await;
+        self.with_store(|s| {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            match &result {
+                Ok(()) => s.insert(key, value, Instant::now(), Duration::MAX),
+                Err(_) => {
+                    s.remove(&key);
+                }
+            }
+        });
+        result
+    }
+
+    /// Runs `f` on the store under its lock and publishes what changed.
+    fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        let mut store = self.store.lock();
+        let r = f(&mut store);
+        let events = store.take_events();
+        let (entries, bytes) = (store.len(), store.bytes());
+        drop(store);
+        if events.evicted > 0 {
+            self.metrics.evictions.inc_by(events.evicted);
+        }
+        if events.expired > 0 {
+            self.metrics.expirations.inc_by(events.expired);
+        }
+        self.metrics.entries.set(entries as i64);
+        self.metrics.bytes.set(bytes as i64);
+        r
+    }
+}

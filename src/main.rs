@@ -1,0 +1,20 @@
+use std::process::ExitCode;
+
+use redis_proxy::config::Config;
+
+fn main() -> ExitCode {
+    let config = Config::from_env_or_exit();
+    redis_proxy::telemetry::init(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads())
+        .enable_all()
+        .build()
+        .expect("starting the Tokio runtime");
+    match runtime.block_on(redis_proxy::server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

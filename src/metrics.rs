@@ -1,0 +1,152 @@
+//! Every metric the proxy exports, in one place. Handles are cheap clones
+//! of atomics; the registry encodes them for `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub frontend: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FrontendLabels {
+    pub frontend: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<FrontendLabels, Histogram>,
+    pub connections: Family<FrontendLabels, Gauge>,
+    pub connections_rejected: Family<FrontendLabels, Counter>,
+    pub hits: Counter,
+    pub misses: Counter,
+    pub evictions: Counter,
+    pub expirations: Counter,
+    pub singleflight_joins: Counter,
+    pub backend_requests: Counter,
+    pub backend_errors: Family<KindLabels, Counter>,
+    pub backend_up: Gauge,
+    pub entries: Gauge,
+    pub bytes: Gauge,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("redis_proxy");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration = Family::<FrontendLabels, Histogram>::new_with_constructor(|| {
+            // 10µs .. ~5s
+            Histogram::new(exponential_buckets(0.000_01, 2.5, 15))
+        });
+        let connections = Family::<FrontendLabels, Gauge>::default();
+        let connections_rejected = Family::<FrontendLabels, Counter>::default();
+        let backend_errors = Family::<KindLabels, Counter>::default();
+        let m = Metrics {
+            requests,
+            request_duration,
+            connections,
+            connections_rejected,
+            hits: Counter::default(),
+            misses: Counter::default(),
+            evictions: Counter::default(),
+            expirations: Counter::default(),
+            singleflight_joins: Counter::default(),
+            backend_requests: Counter::default(),
+            backend_errors,
+            backend_up: Gauge::default(),
+            entries: Gauge::default(),
+            bytes: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Requests answered, by front end and outcome",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from a parsed request to its answer",
+            m.request_duration.clone(),
+        );
+        registry.register("connections", "Client connections open", m.connections.clone());
+        registry.register(
+            "connections_rejected",
+            "Connections refused over --max-clients",
+            m.connections_rejected.clone(),
+        );
+        registry.register("cache_hits", "Lookups answered from the cache", m.hits.clone());
+        registry.register("cache_misses", "Lookups that went to Redis", m.misses.clone());
+        registry.register(
+            "cache_evictions",
+            "Entries evicted for capacity or bytes",
+            m.evictions.clone(),
+        );
+        registry.register(
+            "cache_expirations",
+            "Entries dropped at their expiry",
+            m.expirations.clone(),
+        );
+        registry.register(
+            "singleflight_joins",
+            "Misses that waited on a Redis GET already in flight",
+            m.singleflight_joins.clone(),
+        );
+        registry.register(
+            "backend_requests",
+            "Round trips sent to Redis",
+            m.backend_requests.clone(),
+        );
+        registry.register(
+            "backend_errors",
+            "Failed Redis round trips, by kind",
+            m.backend_errors.clone(),
+        );
+        registry.register(
+            "backend_up",
+            "1 while Redis is connected and answering",
+            m.backend_up.clone(),
+        );
+        registry.register("cache_entries", "Keys held in the cache", m.entries.clone());
+        registry.register(
+            "cache_bytes",
+            "Key and value bytes held in the cache",
+            m.bytes.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn request(&self, frontend: &'static str, outcome: &'static str) {
+        self.requests
+            .get_or_create(&RequestLabels { frontend, outcome })
+            .inc();
+    }
+
+    pub fn backend_error(&self, kind: &'static str) {
+        self.backend_errors.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
