@@ -32,7 +32,15 @@ pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bod
         // Held for the whole request: with --max-parallel 1 requests are
         // worked on one at a time, in the order they arrived (the semaphore
         // is fair).
-        let _permit = app.parallel.acquire().await.expect("never closed");
+        let _permit = match app.parallel.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                app.metrics.requests_queued.inc();
+                let permit = app.parallel.acquire().await;
+                app.metrics.requests_queued.dec();
+                permit.expect("never closed")
+            }
+        };
         route(&app, &req).await
     };
     app.metrics.request(FRONTEND, outcome);

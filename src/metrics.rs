@@ -28,6 +28,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Family<FrontendLabels, Histogram>,
     pub connections: Family<FrontendLabels, Gauge>,
+    pub requests_queued: Gauge,
     pub connections_rejected: Family<FrontendLabels, Counter>,
     pub hits: Counter,
     pub misses: Counter,
@@ -64,6 +65,7 @@ impl Metrics {
             request_duration,
             connections,
             connections_rejected,
+            requests_queued: Gauge::default(),
             hits: Counter::default(),
             misses: Counter::default(),
             evictions: Counter::default(),
@@ -85,6 +87,11 @@ impl Metrics {
             "request_duration_seconds",
             "Time from a parsed request to its answer",
             m.request_duration.clone(),
+        );
+        registry.register(
+            "requests_queued",
+            "Requests waiting for a --max-parallel slot",
+            m.requests_queued.clone(),
         );
         registry.register("connections", "Client connections open", m.connections.clone());
         registry.register(

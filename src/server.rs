@@ -63,7 +63,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         "redis-proxy listening"
     );
     let token = CancellationToken::new();
-    tokio::spawn(backend.supervise(token.clone()));
+    // The backend outlives the accept loops: draining requests still need it.
+    let backend_token = CancellationToken::new();
+    tokio::spawn(backend.supervise(backend_token.clone()));
     let clients = Arc::new(Semaphore::new(config.max_clients as usize));
     let mut loops = Vec::new();
     if let Some(l) = http {
@@ -104,6 +106,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         Ok(()) => tracing::info!("drained; bye"),
         Err(_) => tracing::warn!("shutdown timeout reached; closing the remaining connections"),
     }
+    backend_token.cancel();
     Ok(())
 }
 

@@ -88,7 +88,7 @@ impl Backend {
             Value::Nil => return Ok(None),
             Value::BulkString(v) => Bytes::from(v),
             Value::ServerError(e) if e.code() == "WRONGTYPE" => {
-                return Err(Error::WrongType(e.to_string().into()));
+                return Err(Error::WrongType(server_error_text(&e)));
             }
             other => return Err(self.unexpected(other)),
         };
@@ -117,7 +117,7 @@ impl Backend {
     fn unexpected(&self, reply: Value) -> Error {
         self.metrics.backend_error("reply");
         match reply {
-            Value::ServerError(e) => Error::Reply(e.to_string().into()),
+            Value::ServerError(e) => Error::Reply(server_error_text(&e)),
             other => Error::Reply(format!("unexpected reply {other:?}").into()),
         }
     }
@@ -240,5 +240,13 @@ impl Backend {
                 }
             }
         }
+    }
+}
+
+/// `CODE detail`, as Redis wrote it.
+fn server_error_text(e: &redis::ServerError) -> std::sync::Arc<str> {
+    match e.details() {
+        Some(details) => format!("{} {details}", e.code()).into(),
+        None => e.code().into(),
     }
 }

@@ -1,0 +1,327 @@
+//! Test harness: a real redis-server on a free port (start, stop, restart on
+//! the same port, cleaned up on drop), the proxy binary on free ports, and a
+//! small raw HTTP/1.1 client so tests control every byte they send.
+
+#![allow(dead_code)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long any wait-on-condition in the tests may take before failing.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// Waits until `f` returns Some, polling; panics with `what` after DEADLINE.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port nothing listens on, from a range below the ephemeral ports so that
+/// outgoing connections cannot take it between our check and its use.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 10_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+pub struct RedisServer {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> RedisServer {
+        let dir = std::env::temp_dir().join(format!("redis-proxy-test-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = RedisServer { port, dir, child: None };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (make test installs it)");
+        self.child = Some(child);
+        wait_for("redis-server to answer PING", || {
+            let mut c = redis::Client::open(self.url()).ok()?.get_connection().ok()?;
+            redis::cmd("PING").query::<String>(&mut c).ok()
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+    }
+
+    pub fn set(&self, key: impl redis::ToRedisArgs, value: impl redis::ToRedisArgs) {
+        redis::cmd("SET").arg(key).arg(value).exec(&mut self.conn()).unwrap();
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> redis::Value {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut self.conn()).unwrap()
+    }
+
+    /// How many times Redis has run `command` since the last CONFIG RESETSTAT.
+    pub fn calls(&self, command: &str) -> u64 {
+        let info: String = redis::cmd("INFO").arg("commandstats").query(&mut self.conn()).unwrap();
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
+            .unwrap_or(0)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stopped and started again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The proxy binary, on free ports, against `redis_url`.
+pub struct Proxy {
+    pub http: u16,
+    pub admin: u16,
+    child: Child,
+}
+
+impl Proxy {
+    pub fn start(redis: &RedisServer, args: &[&str]) -> Proxy {
+        Self::start_url(&redis.url(), args)
+    }
+
+    pub fn start_url(redis_url: &str, args: &[&str]) -> Proxy {
+        let (http, admin) = (free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_redis-proxy"))
+            .args(["--redis-url", redis_url])
+            .args(["--http-listen", &format!("127.0.0.1:{http}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(args)
+            .env_remove("REDIS_URL")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the proxy binary");
+        let proxy = Proxy { http, admin, child };
+        wait_for("the proxy's /healthz", || {
+            try_request(admin, "GET", b"/healthz", &[]).ok().filter(|r| r.status == 200)
+        });
+        proxy
+    }
+
+    /// Started and connected to Redis.
+    pub fn start_ready(redis: &RedisServer, args: &[&str]) -> Proxy {
+        let proxy = Self::start(redis, args);
+        proxy.wait_ready();
+        proxy
+    }
+
+    pub fn wait_ready(&self) {
+        wait_for("the proxy's /readyz", || self.admin_get("/readyz").filter(|r| r.status == 200));
+    }
+
+    pub fn get(&self, target: &str) -> Response {
+        request(self.http, "GET", target.as_bytes(), &[])
+    }
+
+    pub fn admin_get(&self, path: &str) -> Option<Response> {
+        try_request(self.admin, "GET", path.as_bytes(), &[]).ok()
+    }
+
+    /// The value of a counter or gauge in /metrics (summed over its labels).
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.admin_get("/metrics").expect("metrics").text();
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        wait_for("the proxy to exit", || self.child.try_wait().unwrap())
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn cache(&self) -> &str {
+        self.header("x-cache").unwrap_or("-")
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection.
+pub struct HttpConn {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl HttpConn {
+    pub fn connect(port: u16) -> std::io::Result<HttpConn> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(DEADLINE))?;
+        stream.set_nodelay(true)?;
+        Ok(HttpConn { stream, buf: Vec::new() })
+    }
+
+    pub fn send(&mut self, method: &str, target: &[u8], headers: &[(&str, &str)]) -> std::io::Result<()> {
+        let mut req = Vec::new();
+        req.extend_from_slice(method.as_bytes());
+        req.push(b' ');
+        req.extend_from_slice(target);
+        req.extend_from_slice(b" HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+        for (n, v) in headers {
+            req.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+        }
+        req.extend_from_slice(b"\r\n");
+        self.stream.write_all(&req)
+    }
+
+    pub fn request(&mut self, method: &str, target: &[u8], headers: &[(&str, &str)]) -> std::io::Result<Response> {
+        self.send(method, target, headers)?;
+        self.read_response(method == "HEAD")
+    }
+
+    pub fn read_response(&mut self, head: bool) -> std::io::Result<Response> {
+        let end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            self.fill()?;
+        };
+        let head_text = String::from_utf8(self.buf[..end].to_vec()).unwrap();
+        let mut lines = head_text.split("\r\n");
+        let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers: Vec<(String, String)> = lines
+            .map(|l| {
+                let (n, v) = l.split_once(':').unwrap();
+                (n.trim().to_string(), v.trim().to_string())
+            })
+            .collect();
+        self.buf.drain(..end + 4);
+        let len = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .map_or(0, |(_, v)| v.parse::<usize>().unwrap());
+        let len = if head { 0 } else { len };
+        while self.buf.len() < len {
+            self.fill()?;
+        }
+        let body = self.buf.drain(..len).collect();
+        Ok(Response { status, headers, body })
+    }
+
+    fn fill(&mut self) -> std::io::Result<()> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::new(ErrorKind::UnexpectedEof, "connection closed"));
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    /// True once the server has closed the connection (reads EOF or reset).
+    pub fn is_closed(&mut self) -> bool {
+        matches!(self.fill(), Err(_))
+    }
+}
+
+pub fn try_request(port: u16, method: &str, target: &[u8], headers: &[(&str, &str)]) -> std::io::Result<Response> {
+    HttpConn::connect(port)?.request(method, target, headers)
+}
+
+/// One request on a new connection.
+pub fn request(port: u16, method: &str, target: &[u8], headers: &[(&str, &str)]) -> Response {
+    try_request(port, method, target, headers).expect("HTTP request")
+}
