@@ -1,0 +1,120 @@
+//! Cache semantics seen through the HTTP API: hits and misses, TTL from
+//! insertion, LRU by read, single flight.
+
+mod common;
+
+use std::sync::{Arc, Barrier};
+
+use common::{Proxy, RedisServer, wait_for};
+
+#[test]
+fn miss_then_hit() {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start_ready(&redis, &[]);
+    redis.set("k", "v");
+    assert_eq!(proxy.get("/get/k").cache(), "MISS");
+    assert_eq!(proxy.get("/get/k").cache(), "HIT");
+    assert_eq!(proxy.metric("redis_proxy_cache_hits_total"), 1.0);
+    assert_eq!(proxy.metric("redis_proxy_cache_misses_total"), 1.0);
+}
+
+#[test]
+fn a_value_changed_in_redis_is_served_from_cache_until_ttl_then_refreshed() {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start_ready(&redis, &["--cache-ttl", "2s"]);
+    redis.set("k", "v1");
+    assert_eq!(proxy.get("/get/k").json()["value"], "v1");
+    redis.set("k", "v2");
+    let r = proxy.get("/get/k");
+    assert_eq!((r.cache(), r.json()["value"].as_str()), ("HIT", Some("v1")));
+    wait_for("the TTL to expire and v2 to be fetched", || {
+        let r = proxy.get("/get/k");
+        (r.json()["value"] == "v2").then_some(r)
+    });
+    assert_eq!(proxy.get("/get/k").cache(), "HIT");
+    assert!(proxy.metric("redis_proxy_cache_expirations_total") >= 1.0);
+}
+
+#[test]
+fn a_key_read_repeatedly_still_expires_at_ttl() {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start_ready(&redis, &["--cache-ttl", "1s"]);
+    redis.set("k", "v");
+    assert_eq!(proxy.get("/get/k").cache(), "MISS");
+    // Reading every 20ms would keep the key forever if reads extended it.
+    wait_for("a MISS while reading continuously", || {
+        (proxy.get("/get/k").cache() == "MISS").then_some(())
+    });
+}
+
+#[test]
+fn a_shorter_redis_expiry_wins_over_the_cache_ttl() {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start_ready(&redis, &["--cache-ttl", "1h"]);
+    redis.cmd(&["SET", "k", "v", "PX", "400"]);
+    assert_eq!(proxy.get("/get/k").status, 200);
+    // Redis expires the key; the proxy must not serve it longer than Redis.
+    wait_for("the key to expire in Redis and in the proxy", || {
+        (proxy.get("/get/k").status == 404).then_some(())
+    });
+}
+
+#[test]
+fn lru_evicts_the_least_recently_read_key_at_capacity() {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start_ready(&redis, &["--cache-capacity", "3"]);
+    for k in ["a", "b", "c", "d"] {
+        redis.set(k, k);
+    }
+    for k in ["a", "b", "c"] {
+        assert_eq!(proxy.get(&format!("/get/{k}")).cache(), "MISS");
+    }
+    assert_eq!(proxy.get("/get/a").cache(), "HIT"); // b is now least recently read
+    assert_eq!(proxy.get("/get/d").cache(), "MISS"); // evicts b
+    for k in ["a", "c", "d"] {
+        assert_eq!(proxy.get(&format!("/get/{k}")).cache(), "HIT", "{k}");
+    }
+    assert_eq!(proxy.get("/get/b").cache(), "MISS");
+    assert_eq!(proxy.metric("redis_proxy_cache_evictions_total"), 2.0);
+    assert_eq!(proxy.metric("redis_proxy_cache_entries"), 3.0);
+}
+
+#[test]
+fn missing_keys_are_not_cached() {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start_ready(&redis, &[]);
+    assert_eq!(proxy.get("/get/later").status, 404);
+    assert_eq!(proxy.get("/get/later").status, 404);
+    redis.set("later", "now");
+    let r = proxy.get("/get/later");
+    assert_eq!((r.status, r.cache()), (200, "MISS"));
+}
+
+#[test]
+fn fifty_concurrent_cold_gets_cost_one_redis_get() {
+    let redis = RedisServer::start();
+    // Enough --max-parallel slots for all fifty to be worked on at once.
+    let proxy = Proxy::start_ready(&redis, &["--backend-timeout", "10s", "--max-parallel", "64"]);
+    redis.set("hot", "value");
+    redis.cmd(&["CONFIG", "RESETSTAT"]);
+    // Hold Redis still so that all fifty arrive while the first GET waits.
+    redis.cmd(&["CLIENT", "PAUSE", "1000", "ALL"]);
+    let barrier = Arc::new(Barrier::new(50));
+    let port = proxy.http;
+    let threads: Vec<_> = (0..50)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut c = common::HttpConn::connect(port).unwrap();
+                barrier.wait();
+                c.request("GET", b"/get/hot", &[]).unwrap()
+            })
+        })
+        .collect();
+    for t in threads {
+        let r = t.join().unwrap();
+        assert_eq!((r.status, r.json()["value"].as_str()), (200, Some("value")));
+    }
+    assert_eq!(redis.calls("get"), 1);
+    assert_eq!(proxy.metric("redis_proxy_singleflight_joins_total"), 49.0);
+}
