@@ -30,7 +30,12 @@ pub struct Config {
     pub cache_ttl: Duration,
 
     /// Maximum number of keys held.
-    #[arg(long, env = "CACHE_CAPACITY", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "CACHE_CAPACITY",
+        default_value_t = 10_000,
+        allow_negative_numbers = true
+    )]
     pub cache_capacity: usize,
 
     /// Optional bound on the sum of key+value bytes held (bytes, or with a
@@ -39,12 +44,12 @@ pub struct Config {
     pub cache_max_bytes: Option<u64>,
 
     /// Client connections held at once, all front ends together.
-    #[arg(long, env = "MAX_CLIENTS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "MAX_CLIENTS", default_value_t = 10_000, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_clients: u32,
 
     /// Requests worked on at once; 1 = one at a time, in arrival order.
     /// Default: the number of cores.
-    #[arg(long, env = "MAX_PARALLEL", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "MAX_PARALLEL", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_parallel: Option<u32>,
 
     /// Time allowed for one Redis round trip.
@@ -61,7 +66,7 @@ pub struct Config {
     pub allow_writes: bool,
 
     /// Tokio worker threads. Default: the number of cores.
-    #[arg(long, env = "THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, env = "THREADS", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,
 
     /// Log format: text or json. The level comes from RUST_LOG.

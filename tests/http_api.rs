@@ -30,13 +30,21 @@ fn get_returns_json_then_hits() {
 fn octet_stream_gives_raw_bytes() {
     let (redis, proxy) = setup(&[]);
     redis.set("bin", &[0u8, 159, 146, 150, 255][..]);
-    let r = request(proxy.http, "GET", b"/get/bin", &[("Accept", "application/octet-stream")]);
+    let r = request(
+        proxy.http,
+        "GET",
+        b"/get/bin",
+        &[("Accept", "application/octet-stream")],
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/octet-stream"));
     assert_eq!(r.body, [0u8, 159, 146, 150, 255]);
     // Same value as JSON: not UTF-8, so base64.
     let r = proxy.get("/get/bin");
-    assert_eq!(r.json(), serde_json::json!({"key": "bin", "value_base64": "AJ+Slv8="}));
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"key": "bin", "value_base64": "AJ+Slv8="})
+    );
 }
 
 #[test]
@@ -44,7 +52,10 @@ fn missing_key_is_404_json() {
     let (_redis, proxy) = setup(&[]);
     let r = proxy.get("/get/nope");
     assert_eq!(r.status, 404);
-    assert_eq!(r.json(), serde_json::json!({"error": "key not found", "key": "nope"}));
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"error": "key not found", "key": "nope"})
+    );
     assert_eq!(r.cache(), "MISS");
 }
 
@@ -54,7 +65,11 @@ fn wrong_type_is_409() {
     redis.cmd(&["RPUSH", "alist", "x"]);
     let r = proxy.get("/get/alist");
     assert_eq!(r.status, 409);
-    assert!(r.json()["error"].as_str().unwrap().starts_with("WRONGTYPE"), "{}", r.text());
+    assert!(
+        r.json()["error"].as_str().unwrap().starts_with("WRONGTYPE"),
+        "{}",
+        r.text()
+    );
 }
 
 #[test]
@@ -156,7 +171,10 @@ fn keys_are_binary_safe_and_may_hold_slashes_spaces_and_nul() {
     assert_eq!(proxy.get("/get/a%2Fb").json()["value"], "slash");
     assert_eq!(proxy.get("/get/a%20b").json()["value"], "space");
     let r = proxy.get("/get/%00%ff");
-    assert_eq!(r.json(), serde_json::json!({"key_base64": "AP8=", "value": "nul-ff"}));
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"key_base64": "AP8=", "value": "nul-ff"})
+    );
     assert_eq!(proxy.get("/get/k%00x").json()["value"], "inner-nul");
     assert_eq!(proxy.get("/get/100%25").json()["value"], "percent");
 }

@@ -31,7 +31,10 @@ fn connection_over_max_clients_gets_503_and_is_closed() {
     // A slot frees when one leaves.
     drop(first);
     wait_for("a freed slot", || {
-        let r = HttpConn::connect(proxy.http).ok()?.request("GET", b"/get/k", &[]).ok()?;
+        let r = HttpConn::connect(proxy.http)
+            .ok()?
+            .request("GET", b"/get/k", &[])
+            .ok()?;
         (r.status == 200).then_some(())
     });
 }
@@ -59,7 +62,13 @@ fn max_parallel_1_works_on_one_request_at_a_time_in_arrival_order() {
     redis.set("cached", "hit");
     let proxy = Proxy::start_ready(
         &redis,
-        &["--max-parallel", "1", "--allow-writes", "--backend-timeout", "20s"],
+        &[
+            "--max-parallel",
+            "1",
+            "--allow-writes",
+            "--backend-timeout",
+            "20s",
+        ],
     );
     assert_eq!(proxy.get("/get/cached").status, 200);
 
@@ -85,7 +94,10 @@ fn max_parallel_1_works_on_one_request_at_a_time_in_arrival_order() {
             (proxy.metric("redis_proxy_requests_queued") == (i + 2) as f64).then_some(())
         });
     }
-    assert!(!answered_within(&mut hit, Duration::from_millis(300)), "hit answered out of turn");
+    assert!(
+        !answered_within(&mut hit, Duration::from_millis(300)),
+        "hit answered out of turn"
+    );
 
     assert_eq!(slow.read_response(false).unwrap().status, 404);
     assert_eq!(hit.read_response(false).unwrap().cache(), "HIT");
@@ -111,7 +123,10 @@ fn with_more_slots_a_hit_does_not_wait_for_a_slow_miss() {
     assert_eq!(r.cache(), "HIT");
     let mut byte = [0u8; 1];
     slow.stream.set_nonblocking(true).unwrap();
-    assert!(slow.stream.read(&mut byte).is_err(), "the miss is still waiting on Redis");
+    assert!(
+        slow.stream.read(&mut byte).is_err(),
+        "the miss is still waiting on Redis"
+    );
     slow.stream.set_nonblocking(false).unwrap();
     assert_eq!(slow.read_response(false).unwrap().status, 404);
 }

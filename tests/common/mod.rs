@@ -53,7 +53,11 @@ impl RedisServer {
     pub fn start_on(port: u16) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("redis-proxy-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut server = RedisServer { port, dir, child: None };
+        let mut server = RedisServer {
+            port,
+            dir,
+            child: None,
+        };
         server.spawn();
         server
     }
@@ -84,7 +88,11 @@ impl RedisServer {
     }
 
     pub fn set(&self, key: impl redis::ToRedisArgs, value: impl redis::ToRedisArgs) {
-        redis::cmd("SET").arg(key).arg(value).exec(&mut self.conn()).unwrap();
+        redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .exec(&mut self.conn())
+            .unwrap();
     }
 
     pub fn cmd(&self, args: &[&str]) -> redis::Value {
@@ -97,7 +105,10 @@ impl RedisServer {
 
     /// How many times Redis has run `command` since the last CONFIG RESETSTAT.
     pub fn calls(&self, command: &str) -> u64 {
-        let info: String = redis::cmd("INFO").arg("commandstats").query(&mut self.conn()).unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.conn())
+            .unwrap();
         let prefix = format!("cmdstat_{command}:calls=");
         info.lines()
             .find_map(|l| l.strip_prefix(&prefix))
@@ -146,13 +157,15 @@ impl Proxy {
             .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
             .args(args)
             .env_remove("REDIS_URL")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .spawn()
             .expect("the proxy binary");
         let proxy = Proxy { http, admin, child };
         wait_for("the proxy's /healthz", || {
-            try_request(admin, "GET", b"/healthz", &[]).ok().filter(|r| r.status == 200)
+            try_request(admin, "GET", b"/healthz", &[])
+                .ok()
+                .filter(|r| r.status == 200)
         });
         proxy
     }
@@ -165,7 +178,9 @@ impl Proxy {
     }
 
     pub fn wait_ready(&self) {
-        wait_for("the proxy's /readyz", || self.admin_get("/readyz").filter(|r| r.status == 200));
+        wait_for("the proxy's /readyz", || {
+            self.admin_get("/readyz").filter(|r| r.status == 200)
+        });
     }
 
     pub fn get(&self, target: &str) -> Response {
@@ -251,7 +266,10 @@ impl HttpConn {
         let stream = TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(DEADLINE))?;
         stream.set_nodelay(true)?;
-        Ok(HttpConn { stream, buf: Vec::new() })
+        Ok(HttpConn {
+            stream,
+            buf: Vec::new(),
+        })
     }
 
     pub fn send(&mut self, method: &str, target: &[u8], headers: &[(&str, &str)]) -> std::io::Result<()> {
@@ -267,7 +285,12 @@ impl HttpConn {
         self.stream.write_all(&req)
     }
 
-    pub fn request(&mut self, method: &str, target: &[u8], headers: &[(&str, &str)]) -> std::io::Result<Response> {
+    pub fn request(
+        &mut self,
+        method: &str,
+        target: &[u8],
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<Response> {
         self.send(method, target, headers)?;
         self.read_response(method == "HEAD")
     }
@@ -298,7 +321,11 @@ impl HttpConn {
             self.fill()?;
         }
         let body = self.buf.drain(..len).collect();
-        Ok(Response { status, headers, body })
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
     }
 
     fn fill(&mut self) -> std::io::Result<()> {
@@ -313,11 +340,16 @@ impl HttpConn {
 
     /// True once the server has closed the connection (reads EOF or reset).
     pub fn is_closed(&mut self) -> bool {
-        matches!(self.fill(), Err(_))
+        self.fill().is_err()
     }
 }
 
-pub fn try_request(port: u16, method: &str, target: &[u8], headers: &[(&str, &str)]) -> std::io::Result<Response> {
+pub fn try_request(
+    port: u16,
+    method: &str,
+    target: &[u8],
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
     HttpConn::connect(port)?.request(method, target, headers)
 }
 

@@ -1,0 +1,178 @@
+//! Redis going away and coming back, slow Redis, shutdown, bad configuration.
+//! A Redis failure is a 503/504, never a 404.
+
+mod common;
+
+use std::process::Command;
+
+use common::{HttpConn, Proxy, RedisServer, free_port, wait_for};
+
+#[test]
+fn redis_stopped_is_503_hits_still_served_and_restart_recovers() {
+    let mut redis = RedisServer::start();
+    redis.set("cached", "v");
+    let proxy = Proxy::start_ready(&redis, &["--backend-timeout", "5s"]);
+    assert_eq!(proxy.get("/get/cached").status, 200);
+
+    redis.stop();
+    // A 503, not a 504: a Redis that is down fails at once instead of
+    // waiting out the 5s backend timeout. And never a 404.
+    let r = proxy.get("/get/uncached");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("backend unavailable")
+    );
+    let r = proxy.get("/get/cached");
+    assert_eq!((r.status, r.cache()), (200, "HIT"));
+    wait_for("/readyz to say 503", || {
+        proxy.admin_get("/readyz").filter(|r| r.status == 503)
+    });
+    assert_eq!(proxy.admin_get("/healthz").unwrap().status, 200);
+    assert!(proxy.metric("redis_proxy_backend_errors_total") >= 1.0);
+
+    redis.restart();
+    redis.set("uncached", "back");
+    wait_for("misses to succeed after Redis restarts", || {
+        (proxy.get("/get/uncached").status == 200).then_some(())
+    });
+    proxy.wait_ready();
+}
+
+#[test]
+fn redis_down_at_start_is_not_fatal() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let proxy = Proxy::start_url(&url, &[]);
+    assert_eq!(proxy.admin_get("/readyz").unwrap().status, 503);
+    assert_eq!(proxy.get("/get/k").status, 503);
+
+    let redis = RedisServer::start_on(port);
+    redis.set("k", "v");
+    proxy.wait_ready();
+    wait_for("the first miss after Redis came up", || {
+        (proxy.get("/get/k").status == 200).then_some(())
+    });
+}
+
+#[test]
+fn slow_redis_is_504() {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start_ready(&redis, &["--backend-timeout", "200ms"]);
+    redis.cmd(&["CLIENT", "PAUSE", "1500", "ALL"]);
+    let r = proxy.get("/get/k");
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap().contains("timed out"));
+    // Once Redis answers again, so does the proxy.
+    redis.set("k", "v");
+    wait_for("the proxy to answer after the pause", || {
+        (proxy.get("/get/k").status == 200).then_some(())
+    });
+}
+
+#[test]
+fn sigterm_finishes_the_request_in_flight_and_exits_0() {
+    let redis = RedisServer::start();
+    redis.set("slow", "done");
+    let mut proxy = Proxy::start_ready(&redis, &["--backend-timeout", "10s"]);
+    redis.cmd(&["CLIENT", "PAUSE", "1500", "ALL"]);
+    let mut in_flight = HttpConn::connect(proxy.http).unwrap();
+    in_flight.send("GET", b"/get/slow", &[]).unwrap();
+    wait_for("the request to reach Redis", || {
+        (proxy.metric("redis_proxy_backend_requests_total") >= 1.0).then_some(())
+    });
+    proxy.signal("TERM");
+    // It stops accepting...
+    wait_for("the listener to close", || {
+        HttpConn::connect(proxy.http).is_err().then_some(())
+    });
+    // ...but the request in flight completes.
+    let r = in_flight.read_response(false).unwrap();
+    assert_eq!((r.status, r.json()["value"].as_str()), (200, Some("done")));
+    let status = proxy.wait_exit();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn sigint_with_idle_keepalive_connections_exits_0() {
+    let redis = RedisServer::start();
+    let mut proxy = Proxy::start_ready(&redis, &[]);
+    let mut idle = HttpConn::connect(proxy.http).unwrap();
+    assert_eq!(idle.request("GET", b"/get/x", &[]).unwrap().status, 404);
+    proxy.signal("INT");
+    assert_eq!(proxy.wait_exit().code(), Some(0));
+    assert!(idle.is_closed());
+}
+
+fn run_with(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_redis-proxy"));
+    cmd.args(args).env_remove("REDIS_URL").env_remove("REDIS_HOST");
+    cmd.args(["--http-listen", "off", "--admin-listen", "off"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_values_exit_2_with_one_line_naming_the_flag() {
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (&["--cache-ttl", "soon"], &[], "--cache-ttl"),
+        (&["--cache-capacity", "-1"], &[], "--cache-capacity"),
+        (&["--cache-max-bytes", "12 parsecs"], &[], "--cache-max-bytes"),
+        (&["--max-clients", "0"], &[], "--max-clients"),
+        (&["--max-clients", "-5"], &[], "--max-clients"),
+        (&["--max-parallel", "zero"], &[], "--max-parallel"),
+        (&["--backend-timeout", "0s"], &[], "--backend-timeout"),
+        (&["--redis-url", "http://localhost"], &[], "--redis-url"),
+        (&["--redis-url", "redis://"], &[], "--redis-url"),
+        (&["--http-listen", "nowhere"], &[], "--http-listen"),
+        (&["--log-format", "xml"], &[], "--log-format"),
+        (&["--no-such-flag"], &[], "--no-such-flag"),
+        (&[], &[("CACHE_TTL", "later")], "--cache-ttl"),
+        (&[], &[("ALLOW_WRITES", "maybe")], "--allow-writes"),
+        (&[], &[("REDIS_PORT", "70000")], "REDIS_PORT"),
+        (&[], &[("REDIS_DB", "x")], "REDIS_DB"),
+    ];
+    for (args, env, flag) in cases {
+        let (code, stderr) = run_with(args, env);
+        assert_eq!(code, Some(2), "{args:?} {env:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?} {env:?}: {stderr}");
+        assert!(stderr.contains(flag), "{args:?} {env:?}: {stderr}");
+    }
+}
+
+#[test]
+fn flask_variables_choose_the_redis() {
+    let redis = RedisServer::start();
+    redis.cmd(&["SELECT", "0"]);
+    let mut c = redis.conn();
+    redis::cmd("SELECT").arg(3).exec(&mut c).unwrap();
+    redis::cmd("SET").arg("in-db-3").arg("yes").exec(&mut c).unwrap();
+    let (http, admin) = (free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_redis-proxy"))
+        .env_remove("REDIS_URL")
+        .env("REDIS_HOST", "127.0.0.1")
+        .env("REDIS_PORT", redis.port.to_string())
+        .env("REDIS_DB", "3")
+        .env("HTTP_LISTEN", format!("127.0.0.1:{http}"))
+        .env("ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let r = wait_for("the proxy on REDIS_HOST/PORT/DB", || {
+        common::try_request(http, "GET", b"/get/in-db-3", &[])
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    assert_eq!(r.json()["value"], "yes");
+    let _ = child.kill();
+    let _ = child.wait();
+}
