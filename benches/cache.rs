@@ -1,0 +1,75 @@
+//! The hot path without I/O: the store's operations, and a cache hit through
+//! `Lookup::get` (the code both front ends call). `make bench` runs these.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use redis_proxy::backend::Backend;
+use redis_proxy::cache::Store;
+use redis_proxy::lookup::Lookup;
+use redis_proxy::metrics::Metrics;
+
+const TTL: Duration = Duration::from_secs(3600);
+
+fn keys(n: usize) -> Vec<Bytes> {
+    (0..n).map(|i| Bytes::from(format!("key:{i:08}"))).collect()
+}
+
+fn filled(n: usize, keys: &[Bytes], now: Instant) -> Store {
+    let mut s = Store::new(n, None, TTL);
+    for k in keys {
+        s.insert(k.clone(), Bytes::from_static(b"value-of-some-length"), now, TTL);
+    }
+    s
+}
+
+fn store_ops(c: &mut Criterion) {
+    let mut g = c.benchmark_group("store");
+    for n in [1_000usize, 100_000] {
+        let ks = keys(n);
+        let now = Instant::now();
+        g.bench_with_input(BenchmarkId::new("get_hit", n), &n, |b, _| {
+            let mut s = filled(n, &ks, now);
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 7919) % n;
+                black_box(s.get(&ks[i], now))
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("insert_evict", n), &n, |b, _| {
+            let mut s = filled(n, &ks, now);
+            let fresh = keys(2 * n);
+            let mut i = n;
+            b.iter(|| {
+                i = if i + 1 == 2 * n { 0 } else { i + 1 };
+                s.insert(fresh[i].clone(), Bytes::from_static(b"v"), now, TTL);
+            })
+        });
+    }
+    g.finish();
+}
+
+fn lookup_hit(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let n = 10_000;
+    let ks = keys(n);
+    let metrics = Arc::new(Metrics::new());
+    // Never connected: a hit must not need Redis.
+    let backend = Backend::new("redis://127.0.0.1:1/0", Duration::from_secs(1), metrics.clone()).unwrap();
+    let store = filled(n, &ks, Instant::now());
+    let lookup = Arc::new(Lookup::new(store, Arc::new(backend), metrics));
+    let mut i = 0;
+    c.bench_function("lookup/get_hit", |b| {
+        b.iter(|| {
+            i = (i + 7919) % n;
+            let found = rt.block_on(lookup.get(ks[i].clone())).unwrap();
+            black_box(found)
+        })
+    });
+}
+
+criterion_group!(benches, store_ops, lookup_hit);
+criterion_main!(benches);
