@@ -1,5 +1,5 @@
 # The project's commands. `make run` and `make test` are the two a newcomer needs.
-.PHONY: run test build lint fmt clean
+.PHONY: run test bench build lint fmt clean
 
 # The proxy (release build); starts a private redis-server unless REDIS_URL or
 # REDIS_HOST is set. Flags: make run ARGS="--allow-writes --cache-ttl 5s"
@@ -24,3 +24,9 @@ fmt:
 
 clean:
 	cargo clean
+
+# One side-by-side run (proxy, Redis direct, twemproxy, webdis) written to
+# bench/results/latest.md, then the criterion micro-benchmarks.
+bench:
+	./bench/run.sh
+	cargo bench --bench cache
