@@ -53,7 +53,10 @@ fn store_ops(c: &mut Criterion) {
 }
 
 fn lookup_hit(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let n = 10_000;
     let ks = keys(n);
     let metrics = Arc::new(Metrics::new());
