@@ -21,6 +21,10 @@ pub struct Config {
     #[arg(long, env = "HTTP_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub http_listen: Listen,
 
+    /// Redis-protocol front end address, or `off`.
+    #[arg(long, env = "RESP_LISTEN", default_value = "127.0.0.1:6380", value_parser = parse_listen)]
+    pub resp_listen: Listen,
+
     /// Admin address (/metrics, /healthz, /readyz), or `off`.
     #[arg(long, env = "ADMIN_LISTEN", default_value = "127.0.0.1:9090", value_parser = parse_listen)]
     pub admin_listen: Listen,
@@ -64,6 +68,11 @@ pub struct Config {
     #[arg(long, env = "ALLOW_WRITES", default_value_t = false, num_args = 0..=1,
           default_missing_value = "true", value_parser = parse_switch)]
     pub allow_writes: bool,
+
+    /// When set, RESP clients must AUTH and HTTP clients must send
+    /// `Authorization: Bearer <password>`. The admin port never asks.
+    #[arg(long, env = "CLIENT_PASSWORD", hide_env_values = true, value_parser = parse_password)]
+    pub client_password: Option<String>,
 
     /// Tokio worker threads. Default: the number of cores.
     #[arg(long, env = "THREADS", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -218,6 +227,13 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         other => return Err(format!("unknown unit '{other}' (use KiB, MiB or GiB)")),
     };
     n.checked_mul(mult).ok_or_else(|| "too large".to_string())
+}
+
+fn parse_password(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("must not be empty (unset it to turn authentication off)".into());
+    }
+    Ok(s.to_string())
 }
 
 fn parse_switch(s: &str) -> Result<bool, String> {

@@ -30,17 +30,8 @@ pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bod
     let start = Instant::now();
     let (response, outcome) = {
         // Held for the whole request: with --max-parallel 1 requests are
-        // worked on one at a time, in the order they arrived (the semaphore
-        // is fair).
-        let _permit = match app.parallel.try_acquire() {
-            Ok(permit) => permit,
-            Err(_) => {
-                app.metrics.requests_queued.inc();
-                let permit = app.parallel.acquire().await;
-                app.metrics.requests_queued.dec();
-                permit.expect("never closed")
-            }
-        };
+        // worked on one at a time, in the order they arrived.
+        let _permit = acquire_slot(&app).await;
         route(&app, &req).await
     };
     app.metrics.request(FRONTEND, outcome);
@@ -51,7 +42,28 @@ pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bod
     Ok(response)
 }
 
+/// A `--max-parallel` slot. The semaphore is fair, so slots are handed out
+/// in the order they were asked for.
+pub async fn acquire_slot(app: &App) -> tokio::sync::SemaphorePermit<'_> {
+    match app.parallel.try_acquire() {
+        Ok(permit) => permit,
+        Err(_) => {
+            app.metrics.requests_queued.inc();
+            let permit = app.parallel.acquire().await;
+            app.metrics.requests_queued.dec();
+            permit.expect("the semaphore is never closed")
+        }
+    }
+}
+
 async fn route(app: &App, req: &Request<Incoming>) -> (Response<Body>, &'static str) {
+    if app.client_password.is_some() && !bearer_ok(app, req) {
+        let (mut r, outcome) =
+            client_error(StatusCode::UNAUTHORIZED, "missing or wrong Authorization: Bearer");
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return (r, outcome);
+    }
     let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if target_len > MAX_PATH {
         return client_error(StatusCode::URI_TOO_LONG, "request path longer than 8 KiB");
@@ -193,6 +205,15 @@ fn bytes_field(map: &mut Map<String, Value>, name: &str, bytes: &[u8]) {
         Ok(s) => map.insert(name.to_string(), s.into()),
         Err(_) => map.insert(format!("{name}_base64"), BASE64.encode(bytes).into()),
     };
+}
+
+fn bearer_ok(app: &App, req: &Request<Incoming>) -> bool {
+    let given = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let token = given.and_then(|v| {
+        let (scheme, token) = v.split_at(v.len().min(7));
+        scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
+    });
+    token.is_some_and(|t| crate::resp::password_matches(app, t))
 }
 
 fn wants_octets(req: &Request<Incoming>) -> bool {

@@ -12,6 +12,7 @@
 //! - [`cache`]: the LRU+TTL store (`list` holds the index-linked lists)
 //! - [`backend`]: the Redis connection and its reconnect state machine
 //! - [`http`]: HTTP routes → lookup
+//! - [`resp`]: the Redis-protocol front end (`parse`, `encode`, the connection loop)
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`
 //! - [`metrics`]: every metric in one place
 //! - [`error`]: one error type; where it came from decides the status code
@@ -27,5 +28,6 @@ pub mod error;
 pub mod http;
 pub mod lookup;
 pub mod metrics;
+pub mod resp;
 pub mod server;
 pub mod telemetry;

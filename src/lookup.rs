@@ -40,6 +40,30 @@ pub enum Source {
 type Outcome = Result<Option<Bytes>, Error>;
 type Flight = watch::Receiver<Option<Outcome>>;
 
+/// One key of a lookup: answered already, or waiting on a flight.
+enum Slot {
+    Ready(Found),
+    Waiting(Flight),
+}
+
+impl Slot {
+    async fn wait(self) -> Result<Found, Error> {
+        match self {
+            Slot::Ready(found) => Ok(found),
+            Slot::Waiting(mut flight) => {
+                let outcome = match flight.wait_for(Option::is_some).await {
+                    Ok(done) => done.clone().expect("waited for Some"),
+                    Err(_) => Err(Error::unavailable("the request to Redis was abandoned")),
+                };
+                outcome.map(|value| Found {
+                    value,
+                    source: Source::Miss,
+                })
+            }
+        }
+    }
+}
+
 pub struct Lookup {
     store: Mutex<Store>,
     flights: Mutex<HashMap<Bytes, Flight>>,
@@ -68,39 +92,72 @@ impl Lookup {
 
     /// The value of `key`, from the cache if held, else from Redis.
     pub async fn get(self: &Arc<Self>, key: Bytes) -> Result<Found, Error> {
-        if let Some(found) = self.cached(&key) {
-            return Ok(found);
+        let mut owned = Vec::new();
+        let slot = self.begin(key, &mut owned);
+        self.launch(owned);
+        slot.wait().await
+    }
+
+    /// The values of `keys` in order (MGET). Hits come from the cache; the
+    /// missing keys that no one is fetching yet are fetched together, in one
+    /// round trip; those already in flight are waited on. A key holding a
+    /// non-string is `None`, as Redis's MGET has it.
+    pub async fn get_many(self: &Arc<Self>, keys: &[Bytes]) -> Result<Vec<Found>, Error> {
+        let mut owned = Vec::new();
+        let slots: Vec<Slot> = keys.iter().map(|k| self.begin(k.clone(), &mut owned)).collect();
+        self.launch(owned);
+        let mut found = Vec::with_capacity(slots.len());
+        for slot in slots {
+            found.push(match slot.wait().await {
+                Err(Error::WrongType(_)) => Found {
+                    value: None,
+                    source: Source::Miss,
+                },
+                other => other?,
+            });
         }
-        let mut flight = {
-            let mut flights = self.flights.lock();
-            if let Some(flight) = flights.get(&key) {
-                self.metrics.singleflight_joins.inc();
-                self.metrics.misses.inc();
-                flight.clone()
-            } else if let Some(found) = self.cached(&key) {
-                // A flight for this key finished between our two looks.
-                return Ok(found);
-            } else {
-                self.metrics.misses.inc();
-                let (tx, rx) = watch::channel(None);
-                flights.insert(key.clone(), rx.clone());
-                let this = Arc::clone(self);
-                tokio::spawn(async move {
-                    let outcome = this.fetch(&key).await;
-                    this.flights.lock().remove(&key);
-                    let _ = tx.send(Some(outcome));
-                });
-                rx
+        Ok(found)
+    }
+
+    /// A hit, a flight to join, or a new flight (added to `owned`, for
+    /// [`Lookup::launch`] to start).
+    fn begin(&self, key: Bytes, owned: &mut Vec<(Bytes, watch::Sender<Option<Outcome>>)>) -> Slot {
+        if let Some(found) = self.cached(&key) {
+            return Slot::Ready(found);
+        }
+        let mut flights = self.flights.lock();
+        if let Some(flight) = flights.get(&key) {
+            self.metrics.singleflight_joins.inc();
+            self.metrics.misses.inc();
+            return Slot::Waiting(flight.clone());
+        }
+        if let Some(found) = self.cached(&key) {
+            // A flight for this key finished between our two looks.
+            return Slot::Ready(found);
+        }
+        self.metrics.misses.inc();
+        let (tx, rx) = watch::channel(None);
+        flights.insert(key.clone(), rx.clone());
+        owned.push((key, tx));
+        Slot::Waiting(rx)
+    }
+
+    /// Starts the Redis round trip for new flights, in a task of its own so
+    /// that a client hanging up does not cancel it for the others.
+    fn launch(self: &Arc<Self>, owned: Vec<(Bytes, watch::Sender<Option<Outcome>>)>) {
+        if owned.is_empty() {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let keys: Vec<Bytes> = owned.iter().map(|(k, _)| k.clone()).collect();
+            let outcomes = this.fetch(&keys).await;
+            let mut flights = this.flights.lock();
+            for ((key, tx), outcome) in owned.into_iter().zip(outcomes) {
+                flights.remove(&key);
+                let _ = tx.send(Some(outcome));
             }
-        };
-        let outcome = match flight.wait_for(Option::is_some).await {
-            Ok(done) => done.clone().expect("waited for Some"),
-            Err(_) => Err(Error::unavailable("the request to Redis was abandoned")),
-        };
-        outcome.map(|value| Found {
-            value,
-            source: Source::Miss,
-        })
+        });
     }
 
     fn cached(&self, key: &[u8]) -> Option<Found> {
@@ -112,25 +169,41 @@ impl Lookup {
         })
     }
 
-    async fn fetch(&self, key: &Bytes) -> Outcome {
+    /// One outcome per key: GET+PTTL for one key, MGET+PTTLs for several,
+    /// one round trip either way. Values are inserted unless a write or
+    /// invalidation happened meanwhile.
+    async fn fetch(&self, keys: &[Bytes]) -> Vec<Outcome> {
         let generation = self.generation.load(Ordering::Acquire);
         let sent = Instant::now();
-        let Some(fetched) = self.backend.get(key).await? else {
-            return Ok(None); // misses are not cached
+        let fetched = match keys {
+            [key] => vec![self.backend.get(key).await],
+            _ => match self.backend.get_many(keys).await {
+                Ok(each) => each,
+                Err(e) => vec![Err(e); keys.len()],
+            },
         };
         let now = Instant::now();
-        // Redis measured the PTTL somewhere between `sent` and `now`; counting
-        // it from `sent` keeps our expiry no later than Redis's.
-        let ttl = match fetched.pttl {
-            Some(pttl) => pttl.saturating_sub(now - sent),
-            None => Duration::MAX,
-        };
         self.with_store(|s| {
-            if self.generation.load(Ordering::Acquire) == generation {
-                s.insert(key.clone(), fetched.value.clone(), now, ttl);
+            if self.generation.load(Ordering::Acquire) != generation {
+                return;
+            }
+            for (key, f) in keys.iter().zip(&fetched) {
+                if let Ok(Some(f)) = f {
+                    // Redis measured the PTTL somewhere between `sent` and
+                    // `now`; counting it from `sent` keeps our expiry no
+                    // later than Redis's.
+                    let ttl = match f.pttl {
+                        Some(pttl) => pttl.saturating_sub(now - sent),
+                        None => Duration::MAX,
+                    };
+                    s.insert(key.clone(), f.value.clone(), now, ttl);
+                }
             }
         });
-        Ok(Some(fetched.value))
+        fetched
+            .into_iter()
+            .map(|f| f.map(|found| found.map(|f| f.value)))
+            .collect()
     }
 
     /// `SET key value` on Redis, then the fresh value in the cache. If the
@@ -144,6 +217,20 @@ impl Lookup {
                 Err(_) => {
                     s.remove(&key);
                 }
+            }
+        });
+        result
+    }
+
+    /// A write command sent through to Redis as it is (SET with options,
+    /// DEL, …); afterwards `keys` are dropped from the cache whatever the
+    /// outcome, and in-flight reads of anything are not inserted.
+    pub async fn write_through(&self, args: &[Bytes], keys: &[Bytes]) -> Result<redis::Value, Error> {
+        let result = self.backend.forward(args).await;
+        self.with_store(|s| {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            for key in keys {
+                s.remove(key);
             }
         });
         result

@@ -1,15 +1,17 @@
 //! Listeners, the client limit and the graceful drain.
 //!
-//! Each listener has an accept loop. A client connection takes a permit from
-//! one semaphore shared by every client front end (`--max-clients`) and holds
-//! it until it closes; with none left, the connection gets a 503 and is
+//! Each listener has an accept loop. A client connection (HTTP or RESP)
+//! takes a permit from one semaphore shared by the client front ends
+//! (`--max-clients`) and holds it until it closes; with none left, the
+//! connection is told so (503 / `-ERR max number of clients reached`) and
 //! closed. On SIGTERM/SIGINT the accept loops stop, open connections finish
-//! the request they are on and close, and after `--shutdown-timeout` whatever
-//! is left is dropped.
+//! what they are working on and close, and after `--shutdown-timeout`
+//! whatever is left is dropped.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -20,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::backend::Backend;
 use crate::cache::Store;
@@ -36,6 +39,15 @@ pub struct App {
     /// arrival order.
     pub parallel: Semaphore,
     pub allow_writes: bool,
+    pub client_password: Option<String>,
+    pub started: Instant,
+    next_client_id: AtomicU64,
+}
+
+impl App {
+    pub fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
 }
 
 /// Builds everything from the configuration and serves until SIGTERM or
@@ -51,62 +63,84 @@ pub async fn run(config: Config) -> Result<(), String> {
         metrics,
         parallel: Semaphore::new(config.max_parallel()),
         allow_writes: config.allow_writes,
+        client_password: config.client_password.clone(),
+        started: Instant::now(),
+        next_client_id: AtomicU64::new(0),
     });
     let http = bind(config.http_listen, "--http-listen").await?;
+    let resp = bind(config.resp_listen, "--resp-listen").await?;
     let admin = bind(config.admin_listen, "--admin-listen").await?;
     tracing::info!(
         http = %describe(&http),
+        resp = %describe(&resp),
         admin = %describe(&admin),
         redis = %redacted(config.redis_url()),
         max_clients = config.max_clients,
         max_parallel = config.max_parallel(),
         "redis-proxy listening"
     );
-    let token = CancellationToken::new();
+    let stop_accepting = CancellationToken::new();
     // The backend outlives the accept loops: draining requests still need it.
-    let backend_token = CancellationToken::new();
-    tokio::spawn(backend.supervise(backend_token.clone()));
+    let stop_backend = CancellationToken::new();
+    tokio::spawn(backend.supervise(stop_backend.clone()));
     let clients = Arc::new(Semaphore::new(config.max_clients as usize));
-    let mut loops = Vec::new();
+    let mut hyper_loops = Vec::new();
     if let Some(l) = http {
+        let limit = Some(clients.clone());
         let serve = crate::http::serve;
-        loops.push(tokio::spawn(accept_loop(
+        hyper_loops.push(tokio::spawn(hyper_loop(
             l,
             app.clone(),
             serve,
-            Some(clients),
+            limit,
             "http",
-            token.clone(),
+            stop_accepting.clone(),
         )));
     }
     if let Some(l) = admin {
         let serve = crate::admin::serve;
-        loops.push(tokio::spawn(accept_loop(
+        hyper_loops.push(tokio::spawn(hyper_loop(
             l,
             app.clone(),
             serve,
             None,
             "admin",
-            token.clone(),
+            stop_accepting.clone(),
         )));
     }
+    let resp_conns = TaskTracker::new();
+    let resp_loop = resp.map(|l| {
+        tokio::spawn(resp_loop(
+            l,
+            app.clone(),
+            clients,
+            stop_accepting.clone(),
+            resp_conns.clone(),
+        ))
+    });
+
     shutdown_signal().await;
     tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: draining connections");
-    token.cancel();
+    stop_accepting.cancel();
     let mut drains = Vec::new();
-    for l in loops {
+    for l in hyper_loops {
         drains.push(l.await.map_err(|e| format!("accept loop failed: {e}"))?);
     }
+    if let Some(l) = resp_loop {
+        l.await.map_err(|e| format!("accept loop failed: {e}"))?;
+    }
+    resp_conns.close();
     let drain = async {
         for d in drains {
             d.shutdown().await;
         }
+        resp_conns.wait().await;
     };
     match tokio::time::timeout(config.shutdown_timeout, drain).await {
         Ok(()) => tracing::info!("drained; bye"),
         Err(_) => tracing::warn!("shutdown timeout reached; closing the remaining connections"),
     }
-    backend_token.cancel();
+    stop_backend.cancel();
     Ok(())
 }
 
@@ -145,49 +179,77 @@ async fn shutdown_signal() {
     }
 }
 
-/// Accepts until `token` is cancelled; returns the handle that drains the
-/// connections it started.
-async fn accept_loop<H, Fut>(
+/// The next connection, or None once `stop` is cancelled.
+async fn accept(
+    listener: &TcpListener,
+    frontend: &'static str,
+    stop: &CancellationToken,
+) -> Option<TcpStream> {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some(stream);
+                }
+                Err(e) => {
+                    // Out of file descriptors, say: back off instead of spinning.
+                    tracing::warn!(error = %e, frontend, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+/// A `--max-clients` slot for a new connection, or None when all are taken
+/// (counted in the metrics).
+fn admit(
+    limit: &Option<Arc<Semaphore>>,
+    app: &App,
+    frontend: &'static str,
+) -> Result<Option<OwnedSemaphorePermit>, ()> {
+    match limit {
+        None => Ok(None),
+        Some(sem) => match sem.clone().try_acquire_owned() {
+            Ok(p) => Ok(Some(p)),
+            Err(_) => {
+                app.metrics
+                    .connections_rejected
+                    .get_or_create(&FrontendLabels { frontend })
+                    .inc();
+                Err(())
+            }
+        },
+    }
+}
+
+/// Accepts HTTP connections until `stop`; returns the handle that drains
+/// the connections it started.
+async fn hyper_loop<H, Fut>(
     listener: TcpListener,
     app: Arc<App>,
     handler: H,
     limit: Option<Arc<Semaphore>>,
     frontend: &'static str,
-    token: CancellationToken,
+    stop: CancellationToken,
 ) -> GracefulShutdown
 where
     H: Fn(Arc<App>, Request<Incoming>) -> Fut + Copy + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
-    let labels = FrontendLabels { frontend };
-    let open = app.metrics.connections.get_or_create(&labels).clone();
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = token.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors, say: back off instead of spinning.
-                    tracing::warn!(error = %e, frontend, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+    let open = app
+        .metrics
+        .connections
+        .get_or_create(&FrontendLabels { frontend })
+        .clone();
+    while let Some(stream) = accept(&listener, frontend, &stop).await {
+        let Ok(permit) = admit(&limit, &app, frontend) else {
+            tokio::spawn(reject(stream, HTTP_REJECT));
+            continue;
         };
-        let permit: Option<OwnedSemaphorePermit> = match &limit {
-            None => None,
-            Some(sem) => match sem.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    app.metrics.connections_rejected.get_or_create(&labels).inc();
-                    tracing::debug!(%peer, frontend, "max clients reached; rejecting");
-                    tokio::spawn(reject_http(stream));
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
         let conn_app = app.clone();
         let service = service_fn(move |req| handler(conn_app.clone(), req));
         let conn = hyper::server::conn::http1::Builder::new()
@@ -200,7 +262,7 @@ where
         open.inc();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                tracing::debug!(error = %e, "connection ended with an error");
             }
             open.dec();
             drop(permit);
@@ -209,18 +271,46 @@ where
     graceful
 }
 
-/// Answers a connection over `--max-clients` with 503 and closes it.
-async fn reject_http(mut stream: TcpStream) {
-    const BODY: &str = r#"{"error":"max number of clients reached"}"#;
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{BODY}",
-        BODY.len()
-    );
-    let _ = stream.write_all(response.as_bytes()).await;
+/// Accepts RESP connections until `stop`, each served in a task `tracker` knows.
+async fn resp_loop(
+    listener: TcpListener,
+    app: Arc<App>,
+    clients: Arc<Semaphore>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    const FRONTEND: &str = "resp";
+    let limit = Some(clients);
+    let open = app
+        .metrics
+        .connections
+        .get_or_create(&FrontendLabels { frontend: FRONTEND })
+        .clone();
+    while let Some(stream) = accept(&listener, FRONTEND, &stop).await {
+        let Ok(permit) = admit(&limit, &app, FRONTEND) else {
+            tokio::spawn(reject(stream, RESP_REJECT));
+            continue;
+        };
+        let (app, open, stop) = (app.clone(), open.clone(), stop.clone());
+        open.inc();
+        tracker.spawn(async move {
+            crate::resp::serve(app, stream, stop).await;
+            open.dec();
+            drop(permit);
+        });
+    }
+}
+
+const HTTP_REJECT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+content-length: 41\r\nconnection: close\r\n\r\n{\"error\":\"max number of clients reached\"}";
+const RESP_REJECT: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// Tells a connection over `--max-clients` so, and closes it.
+async fn reject(mut stream: TcpStream, message: &'static [u8]) {
+    let _ = stream.write_all(message).await;
     let _ = stream.shutdown().await;
     // Read what the client sent before closing: closing a socket with unread
-    // input sends a reset, which can destroy the 503 before it is read.
+    // input sends a reset, which can destroy the message before it is read.
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let mut buf = [0u8; 4096];
         while let Ok(n) = stream.read(&mut buf).await {

@@ -109,7 +109,14 @@ fn sigint_with_idle_keepalive_connections_exits_0() {
 fn run_with(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_redis-proxy"));
     cmd.args(args).env_remove("REDIS_URL").env_remove("REDIS_HOST");
-    cmd.args(["--http-listen", "off", "--admin-listen", "off"]);
+    cmd.args([
+        "--http-listen",
+        "off",
+        "--admin-listen",
+        "off",
+        "--resp-listen",
+        "off",
+    ]);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -140,6 +147,8 @@ fn bad_values_exit_2_with_one_line_naming_the_flag() {
         (&[], &[("ALLOW_WRITES", "maybe")], "--allow-writes"),
         (&[], &[("REDIS_PORT", "70000")], "REDIS_PORT"),
         (&[], &[("REDIS_DB", "x")], "REDIS_DB"),
+        (&["--resp-listen", "6380"], &[], "--resp-listen"),
+        (&[], &[("CLIENT_PASSWORD", "")], "--client-password"),
     ];
     for (args, env, flag) in cases {
         let (code, stderr) = run_with(args, env);
@@ -164,6 +173,7 @@ fn flask_variables_choose_the_redis() {
         .env("REDIS_DB", "3")
         .env("HTTP_LISTEN", format!("127.0.0.1:{http}"))
         .env("ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+        .env("RESP_LISTEN", "off")
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -92,13 +92,67 @@ impl Backend {
             }
             other => return Err(self.unexpected(other)),
         };
-        let pttl = match pttl {
-            // -1: no expiry. -2: gone since the GET; serve it, don't cache it.
-            Value::Int(-1) => None,
-            Value::Int(ms) if ms >= 0 => Some(Duration::from_millis(ms as u64)),
-            _ => Some(Duration::ZERO),
+        Ok(Some(Fetched {
+            value,
+            pttl: pttl_of(pttl),
+        }))
+    }
+
+    /// `MGET keys…` and `PTTL key` for each, in one round trip. Per key:
+    /// `Ok(None)` for no such key, `WrongType` for a key that exists but is
+    /// not a string (MGET says nil, PTTL says it exists).
+    pub async fn get_many(&self, keys: &[Bytes]) -> Result<Vec<Result<Option<Fetched>, Error>>, Error> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("MGET");
+        for key in keys {
+            pipe.arg(&key[..]);
+        }
+        for key in keys {
+            pipe.cmd("PTTL").arg(&key[..]);
+        }
+        pipe.ignore_errors();
+        let replies: Vec<Value> = self
+            .round_trip(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await?;
+        let mut replies = replies.into_iter();
+        let values = match replies.next() {
+            Some(Value::Array(values)) if values.len() == keys.len() => values,
+            Some(other) => return Err(self.unexpected(other)),
+            None => return Err(self.unexpected(Value::Nil)),
         };
-        Ok(Some(Fetched { value, pttl }))
+        Ok(values
+            .into_iter()
+            .zip(replies)
+            .map(|(value, pttl)| match (value, pttl) {
+                (Value::Nil, Value::Int(-2)) => Ok(None),
+                (Value::Nil, _) => Err(Error::WrongType(
+                    "WRONGTYPE Operation against a key holding the wrong kind of value".into(),
+                )),
+                (Value::BulkString(v), pttl) => Ok(Some(Fetched {
+                    value: Bytes::from(v),
+                    pttl: pttl_of(pttl),
+                })),
+                (other, _) => Err(self.unexpected(other)),
+            })
+            .collect())
+    }
+
+    /// Any command, as the client sent it; Redis's reply as it came,
+    /// error replies included.
+    pub async fn forward(&self, args: &[Bytes]) -> Result<Value, Error> {
+        let mut pipe = redis::pipe();
+        let mut cmd = redis::cmd(std::str::from_utf8(&args[0]).unwrap_or("INVALID"));
+        for arg in &args[1..] {
+            cmd.arg(&arg[..]);
+        }
+        pipe.add_command(cmd).ignore_errors();
+        let replies: Vec<Value> = self
+            .round_trip(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await?;
+        replies
+            .into_iter()
+            .next()
+            .ok_or_else(|| self.unexpected(Value::Nil))
     }
 
     /// `SET key value`.
@@ -240,6 +294,16 @@ impl Backend {
                 }
             }
         }
+    }
+}
+
+/// A PTTL reply as a time to live: -1 is none; -2 (gone since the GET) or
+/// anything odd is zero, so the value is served but not cached.
+fn pttl_of(reply: Value) -> Option<Duration> {
+    match reply {
+        Value::Int(-1) => None,
+        Value::Int(ms) if ms >= 0 => Some(Duration::from_millis(ms as u64)),
+        _ => Some(Duration::ZERO),
     }
 }
 

@@ -140,6 +140,7 @@ impl Drop for RedisServer {
 /// The proxy binary, on free ports, against `redis_url`.
 pub struct Proxy {
     pub http: u16,
+    pub resp: u16,
     pub admin: u16,
     child: Child,
 }
@@ -150,10 +151,11 @@ impl Proxy {
     }
 
     pub fn start_url(redis_url: &str, args: &[&str]) -> Proxy {
-        let (http, admin) = (free_port(), free_port());
+        let (http, resp, admin) = (free_port(), free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_redis-proxy"))
             .args(["--redis-url", redis_url])
             .args(["--http-listen", &format!("127.0.0.1:{http}")])
+            .args(["--resp-listen", &format!("127.0.0.1:{resp}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
             .args(args)
             .env_remove("REDIS_URL")
@@ -161,7 +163,12 @@ impl Proxy {
             .stdout(Stdio::null())
             .spawn()
             .expect("the proxy binary");
-        let proxy = Proxy { http, admin, child };
+        let proxy = Proxy {
+            http,
+            resp,
+            admin,
+            child,
+        };
         wait_for("the proxy's /healthz", || {
             try_request(admin, "GET", b"/healthz", &[])
                 .ok()

@@ -1,0 +1,318 @@
+//! The server side of RESP: bytes from a client → commands. A pure function
+//! over the read buffer, no I/O, so it can be fuzzed and property-tested.
+//!
+//! Accepts what Redis accepts from clients: arrays of bulk strings
+//! (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`) and inline commands (`GET k\r\n`, with
+//! Redis's quoting rules). Bounds: a bulk string over 512 MiB, an array over
+//! 1M elements or an inline line over 64 KiB is a protocol error.
+
+use bytes::Bytes;
+
+pub const MAX_BULK: usize = 512 * 1024 * 1024;
+pub const MAX_ARRAY: usize = 1024 * 1024;
+pub const MAX_INLINE: usize = 64 * 1024;
+
+/// One command: its name and arguments, as the client sent them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub args: Vec<Bytes>,
+}
+
+/// What is wrong with the bytes; shown to the client after
+/// `-ERR Protocol error: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ParseError> {
+    Err(ParseError(msg.into()))
+}
+
+/// Parses one command from the front of `buf`.
+///
+/// `Ok(Some((request, n)))`: a command taken from the first `n` bytes.
+/// `Ok(None)`: not a whole command yet; read more. An empty array or an
+/// empty inline line is consumed as a request with no arguments, which the
+/// caller skips (Redis sends nothing back for them).
+pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, ParseError> {
+    match buf.first() {
+        None => Ok(None),
+        Some(b'*') => parse_array(buf),
+        Some(_) => parse_inline(buf),
+    }
+}
+
+/// The line starting at `at`, without its `\r\n`, and where the next starts.
+fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let rel = buf.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+    Some((&buf[at..at + rel], at + rel + 2))
+}
+
+/// A decimal length as Redis writes it; `what` names it in errors.
+fn number(digits: &[u8], what: &str) -> Result<i64, ParseError> {
+    let s = std::str::from_utf8(digits).ok();
+    match s.and_then(|s| s.parse::<i64>().ok()) {
+        Some(n) => Ok(n),
+        None => err(format!("invalid {what} length")),
+    }
+}
+
+fn parse_array(buf: &[u8]) -> Result<Option<(Request, usize)>, ParseError> {
+    let Some((header, mut at)) = line(buf, 1) else {
+        return guard_unterminated(buf, 1, "multibulk");
+    };
+    let count = number(header, "multibulk")?;
+    if count > MAX_ARRAY as i64 {
+        return err("invalid multibulk length");
+    }
+    if count <= 0 {
+        return Ok(Some((Request { args: Vec::new() }, at)));
+    }
+    let mut args = Vec::with_capacity(count.min(1024) as usize);
+    for _ in 0..count {
+        match buf.get(at) {
+            None => return Ok(None),
+            Some(b'$') => {}
+            Some(&c) => return err(format!("expected '$', got '{}'", c as char)),
+        }
+        let Some((digits, start)) = line(buf, at + 1) else {
+            return guard_unterminated(buf, at + 1, "bulk");
+        };
+        let len = number(digits, "bulk")?;
+        if len < 0 || len > MAX_BULK as i64 {
+            return err("invalid bulk length");
+        }
+        let end = start + len as usize;
+        if buf.len() < end + 2 {
+            return Ok(None);
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            return err("expected CRLF after bulk string");
+        }
+        args.push(Bytes::copy_from_slice(&buf[start..end]));
+        at = end + 2;
+    }
+    Ok(Some((Request { args }, at)))
+}
+
+/// A length line that never ends is an error once it is longer than any
+/// valid one could be, so a client cannot make us buffer forever.
+fn guard_unterminated(buf: &[u8], from: usize, what: &str) -> Result<Option<(Request, usize)>, ParseError> {
+    if buf.len().saturating_sub(from) > 32 {
+        err(format!("invalid {what} length"))
+    } else {
+        Ok(None)
+    }
+}
+
+fn parse_inline(buf: &[u8]) -> Result<Option<(Request, usize)>, ParseError> {
+    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+        if buf.len() > MAX_INLINE {
+            return err("too big inline request");
+        }
+        return Ok(None);
+    };
+    if nl > MAX_INLINE {
+        return err("too big inline request");
+    }
+    let mut text = &buf[..nl];
+    if let Some(stripped) = text.strip_suffix(b"\r") {
+        text = stripped;
+    }
+    let args = split_args(text).ok_or_else(|| ParseError("unbalanced quotes in request".into()))?;
+    Ok(Some((Request { args }, nl + 1)))
+}
+
+/// Redis's `sdssplitargs`: words separated by blanks; "double quotes" with
+/// \n \r \t \b \a \\ \" \xHH escapes; 'single quotes' with \' only. A
+/// closing quote must be followed by a blank or the end. None: unbalanced.
+pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
+    let mut args = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < line.len() && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i == line.len() {
+            return Some(args);
+        }
+        let mut word = Vec::new();
+        match line[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    let c = *line.get(i)?;
+                    if c == b'\\'
+                        && i + 3 < line.len()
+                        && line[i + 1] == b'x'
+                        && let (Some(h), Some(l)) = (hex(line[i + 2]), hex(line[i + 3]))
+                    {
+                        word.push(h << 4 | l);
+                        i += 4;
+                        continue;
+                    }
+                    if c == b'\\' && i + 1 < line.len() {
+                        word.push(match line[i + 1] {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 8,
+                            b'a' => 7,
+                            other => other,
+                        });
+                        i += 2;
+                    } else if c == b'"' {
+                        i += 1;
+                        break;
+                    } else {
+                        word.push(c);
+                        i += 1;
+                    }
+                }
+                if line.get(i).is_some_and(|c| !c.is_ascii_whitespace()) {
+                    return None;
+                }
+            }
+            b'\'' => {
+                i += 1;
+                loop {
+                    let c = *line.get(i)?;
+                    if c == b'\\' && line.get(i + 1) == Some(&b'\'') {
+                        word.push(b'\'');
+                        i += 2;
+                    } else if c == b'\'' {
+                        i += 1;
+                        break;
+                    } else {
+                        word.push(c);
+                        i += 1;
+                    }
+                }
+                if line.get(i).is_some_and(|c| !c.is_ascii_whitespace()) {
+                    return None;
+                }
+            }
+            _ => {
+                while i < line.len() && !line[i].is_ascii_whitespace() {
+                    word.push(line[i]);
+                    i += 1;
+                }
+            }
+        }
+        args.push(Bytes::from(word));
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn args(r: &Request) -> Vec<&[u8]> {
+        r.args.iter().map(|a| &a[..]).collect()
+    }
+
+    #[test]
+    fn arrays_of_bulk_strings() {
+        let buf = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nrest";
+        let (r, n) = parse(buf).unwrap().unwrap();
+        assert_eq!(args(&r), [&b"GET"[..], b"k"]);
+        assert_eq!(&buf[n..], b"rest");
+        assert_eq!(
+            parse(b"*1\r\n$0\r\n\r\n").unwrap().unwrap().0.args,
+            [Bytes::new()]
+        );
+        let (r, n) = parse(b"*0\r\n").unwrap().unwrap();
+        assert!(r.args.is_empty() && n == 4);
+    }
+
+    #[test]
+    fn every_prefix_of_a_frame_is_incomplete() {
+        let buf = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nv\r\nvv\r\n";
+        for cut in 0..buf.len() {
+            assert_eq!(parse(&buf[..cut]), Ok(None), "cut at {cut}");
+        }
+        let (r, n) = parse(buf).unwrap().unwrap();
+        assert_eq!(n, buf.len());
+        assert_eq!(r.args[2], &b"v\r\nvv"[..]);
+    }
+
+    #[test]
+    fn protocol_errors() {
+        assert!(parse(b"*x\r\n").is_err());
+        assert!(parse(b"*1\r\n:1\r\n").is_err());
+        assert!(parse(b"*1\r\n$-1\r\n").is_err());
+        assert!(parse(b"*1\r\n$3\r\nabcde").is_err());
+        assert!(parse(format!("*{}\r\n", MAX_ARRAY + 1).as_bytes()).is_err());
+        assert!(parse(format!("*1\r\n${}\r\n", MAX_BULK + 1).as_bytes()).is_err());
+        assert!(parse(&[b'*'; 40]).is_err());
+        assert!(parse(&vec![b'a'; MAX_INLINE + 1]).is_err());
+        assert!(parse(b"GET \"k\r\n").is_err());
+        assert!(parse(b"GET \"k\"x\r\n").is_err());
+        // A bulk of the maximum size is fine, just incomplete.
+        assert_eq!(parse(format!("*1\r\n${MAX_BULK}\r\n").as_bytes()), Ok(None));
+    }
+
+    #[test]
+    fn inline_commands() {
+        let (r, n) = parse(b"GET k\r\nnext").unwrap().unwrap();
+        assert_eq!((args(&r), n), (vec![&b"GET"[..], b"k"], 7));
+        let (r, _) = parse(b"  set  \"a b\\x41\\n\" 'it\\'s'\n").unwrap().unwrap();
+        assert_eq!(args(&r), [&b"set"[..], b"a bA\n", b"it's"]);
+        let (r, n) = parse(b"\r\n").unwrap().unwrap();
+        assert!(r.args.is_empty() && n == 2);
+        assert_eq!(parse(b"GET k"), Ok(None));
+    }
+
+    /// Encodes like a client library does.
+    fn encode(cmds: &[Vec<Vec<u8>>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for cmd in cmds {
+            out.extend_from_slice(format!("*{}\r\n", cmd.len()).as_bytes());
+            for a in cmd {
+                out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                out.extend_from_slice(a);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        out
+    }
+
+    proptest! {
+        /// Random commands, encoded, fed to the parser in random pieces as a
+        /// connection would read them, come back the same.
+        #[test]
+        fn split_reads_give_back_the_commands(
+            cmds in proptest::collection::vec(
+                proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20), 1..5), 1..10),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+        ) {
+            let bytes = encode(&cmds);
+            let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+            cuts.push(bytes.len());
+            cuts.sort();
+            let mut buf = Vec::new();
+            let mut got = Vec::new();
+            let mut fed = 0;
+            for cut in cuts {
+                buf.extend_from_slice(&bytes[fed..cut]);
+                fed = cut;
+                while let Some((r, n)) = parse(&buf).unwrap() {
+                    got.push(r.args.iter().map(|a| a.to_vec()).collect::<Vec<_>>());
+                    buf.drain(..n);
+                }
+            }
+            prop_assert!(buf.is_empty());
+            prop_assert_eq!(got, cmds);
+        }
+
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse(&bytes);
+        }
+    }
+}

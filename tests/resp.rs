@@ -1,0 +1,509 @@
+//! The Redis-protocol front end: raw bytes in, raw bytes out, and real
+//! clients (redis-cli, redis-benchmark, the redis crate).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+
+use common::{Proxy, RedisServer, wait_for};
+
+struct Resp {
+    stream: TcpStream,
+}
+
+impl Resp {
+    fn connect(port: u16) -> Resp {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(common::DEADLINE)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Resp { stream }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        self.stream.read_exact(&mut buf).unwrap();
+        buf
+    }
+
+    /// Sends `request` and checks the reply is exactly `reply`.
+    fn expect(&mut self, request: &[u8], reply: &[u8]) {
+        self.send(request);
+        let got = self.read_exact(reply.len());
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(reply),
+            "reply to {:?}",
+            String::from_utf8_lossy(request)
+        );
+    }
+
+    /// Sends `request`; the reply is one line starting with `prefix`.
+    fn expect_line(&mut self, request: &[u8], prefix: &str) -> String {
+        self.send(request);
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\r\n") {
+            self.stream.read_exact(&mut byte).unwrap();
+            line.push(byte[0]);
+        }
+        let line = String::from_utf8(line).unwrap();
+        assert!(
+            line.starts_with(prefix),
+            "{line:?} does not start with {prefix:?}"
+        );
+        line
+    }
+
+    fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
+    }
+}
+
+fn cmd(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+fn setup(args: &[&str]) -> (RedisServer, Proxy) {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start_ready(&redis, args);
+    (redis, proxy)
+}
+
+#[test]
+fn get_and_mget_go_through_the_cache() {
+    let (redis, proxy) = setup(&[]);
+    redis.set("k", "v");
+    redis.cmd(&["RPUSH", "list", "x"]);
+    let mut c = Resp::connect(proxy.resp);
+    c.expect(&cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
+    c.expect(&cmd(&[b"get", b"k"]), b"$1\r\nv\r\n");
+    c.expect(&cmd(&[b"GET", b"missing"]), b"$-1\r\n");
+    c.expect_line(&cmd(&[b"GET", b"list"]), "-WRONGTYPE Operation against a key");
+    c.expect(
+        &cmd(&[b"MGET", b"k", b"missing", b"list"]),
+        b"*3\r\n$1\r\nv\r\n$-1\r\n$-1\r\n",
+    );
+    c.expect_line(
+        &cmd(&[b"GET"]),
+        "-ERR wrong number of arguments for 'get' command",
+    );
+    c.expect_line(
+        &cmd(&[b"MGET"]),
+        "-ERR wrong number of arguments for 'mget' command",
+    );
+    assert!(proxy.metric("redis_proxy_cache_hits_total") >= 2.0);
+    let requests = proxy.admin_get("/metrics").unwrap().text();
+    assert!(requests.contains("redis_proxy_requests_total{frontend=\"resp\",outcome=\"hit\"}"));
+}
+
+#[test]
+fn mget_with_hits_and_misses_costs_one_redis_mget() {
+    let (redis, proxy) = setup(&[]);
+    for k in ["a", "b", "c", "d"] {
+        redis.set(k, k);
+    }
+    let mut c = Resp::connect(proxy.resp);
+    c.expect(&cmd(&[b"GET", b"a"]), b"$1\r\na\r\n");
+    c.expect(&cmd(&[b"GET", b"c"]), b"$1\r\nc\r\n");
+    redis.cmd(&["CONFIG", "RESETSTAT"]);
+    c.expect(
+        &cmd(&[b"MGET", b"a", b"b", b"c", b"d", b"nope", b"b"]),
+        b"*6\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$1\r\nd\r\n$-1\r\n$1\r\nb\r\n",
+    );
+    assert_eq!(redis.calls("mget"), 1);
+    assert_eq!(redis.calls("get"), 0);
+    // The fetched keys are cached now.
+    redis.cmd(&["CONFIG", "RESETSTAT"]);
+    c.expect(&cmd(&[b"MGET", b"b", b"d"]), b"*2\r\n$1\r\nb\r\n$1\r\nd\r\n");
+    assert_eq!(redis.calls("mget") + redis.calls("get"), 0);
+}
+
+#[test]
+fn connection_commands_are_answered_locally() {
+    let (_redis, proxy) = setup(&[]);
+    let mut c = Resp::connect(proxy.resp);
+    c.expect(&cmd(&[b"PING"]), b"+PONG\r\n");
+    c.expect(&cmd(&[b"PING", b"hi"]), b"$2\r\nhi\r\n");
+    c.expect(&cmd(&[b"ECHO", b"a\r\nb"]), b"$4\r\na\r\nb\r\n");
+    c.expect(&cmd(&[b"SELECT", b"0"]), b"+OK\r\n");
+    c.expect_line(&cmd(&[b"SELECT", b"1"]), "-ERR DB index is out of range");
+    c.expect(&cmd(&[b"CLIENT", b"GETNAME"]), b"$-1\r\n");
+    c.expect(&cmd(&[b"CLIENT", b"SETNAME", b"me"]), b"+OK\r\n");
+    c.expect(&cmd(&[b"CLIENT", b"GETNAME"]), b"$2\r\nme\r\n");
+    c.expect_line(
+        &cmd(&[b"CLIENT", b"SETNAME", b"a b"]),
+        "-ERR Client names cannot contain spaces",
+    );
+    c.expect(&cmd(&[b"CLIENT", b"SETINFO", b"LIB-NAME", b"x"]), b"+OK\r\n");
+    c.expect_line(&cmd(&[b"CLIENT", b"ID"]), ":");
+    c.expect_line(&cmd(&[b"CLIENT", b"KILL", b"x"]), "-ERR unknown subcommand");
+    c.expect(
+        &cmd(&[b"CONFIG", b"GET", b"save"]),
+        b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n",
+    );
+    c.expect(&cmd(&[b"CONFIG", b"GET", b"nothing"]), b"*0\r\n");
+    c.expect_line(&cmd(&[b"CONFIG", b"SET", b"save", b""]), "-ERR");
+    c.expect_line(&cmd(&[b"COMMAND", b"COUNT"]), ":14");
+    c.expect(&cmd(&[b"COMMAND", b"DOCS"]), b"*0\r\n");
+    c.expect_line(
+        &cmd(&[b"AUTH", b"pw"]),
+        "-ERR AUTH <password> called without any password",
+    );
+    c.expect_line(&cmd(&[b"HELLO", b"4"]), "-NOPROTO");
+
+    // COMMAND: one entry per supported command (read on its own connection).
+    Resp::connect(proxy.resp).expect_line(&cmd(&[b"COMMAND"]), "*14");
+
+    let mut i = Resp::connect(proxy.resp);
+    i.send(&cmd(&[b"INFO"]));
+    let header = i.expect_line(b"", "$");
+    let len: usize = header[1..header.len() - 2].parse().unwrap();
+    let info = String::from_utf8(i.read_exact(len + 2)).unwrap();
+    assert!(info.contains("redis_version:7.4.0"), "{info}");
+    assert!(info.contains("# Proxy\r\ncache_hits:"), "{info}");
+    assert!(info.contains("backend:up"), "{info}");
+
+    c.expect(&cmd(&[b"QUIT"]), b"+OK\r\n");
+    assert!(c.is_closed());
+}
+
+#[test]
+fn hello_3_switches_to_resp3() {
+    let (redis, proxy) = setup(&[]);
+    redis.set("k", "v");
+    let mut c = Resp::connect(proxy.resp);
+    c.send(&cmd(&[b"HELLO", b"3", b"SETNAME", b"three"]));
+    let expected_start = b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.4.0\r\n$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:";
+    assert_eq!(c.read_exact(expected_start.len()), expected_start);
+    let rest =
+        b"\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n";
+    // Skip the id's digits.
+    let mut byte = [0u8; 1];
+    loop {
+        c.stream.read_exact(&mut byte).unwrap();
+        if byte[0] == b'\r' {
+            break;
+        }
+    }
+    assert_eq!(c.read_exact(rest.len() - 1), &rest[1..]);
+    c.expect(&cmd(&[b"GET", b"missing"]), b"_\r\n");
+    c.expect(&cmd(&[b"MGET", b"k", b"missing"]), b"*2\r\n$1\r\nv\r\n_\r\n");
+    c.expect(
+        &cmd(&[b"CONFIG", b"GET", b"appendonly"]),
+        b"%1\r\n$10\r\nappendonly\r\n$2\r\nno\r\n",
+    );
+    c.expect(&cmd(&[b"CLIENT", b"GETNAME"]), b"$5\r\nthree\r\n");
+    c.send(&cmd(&[b"HELLO", b"2"]));
+    assert_eq!(c.read_exact(4), b"*14\r");
+}
+
+#[test]
+fn inline_commands_work() {
+    let (redis, proxy) = setup(&[]);
+    redis.set("a b", "spaced");
+    let mut c = Resp::connect(proxy.resp);
+    c.expect(b"PING\r\n", b"+PONG\r\n");
+    c.expect(b"get \"a b\"\r\n", b"$6\r\nspaced\r\n");
+    c.expect(b"\r\n", b"");
+    c.expect(b"ECHO 'it\\'s'\n", b"$4\r\nit's\r\n");
+    c.expect_line(
+        b"GET \"unterminated\r\n",
+        "-ERR Protocol error: unbalanced quotes",
+    );
+    assert!(c.is_closed());
+}
+
+#[test]
+fn a_thousand_pipelined_gets_in_one_write_are_answered_in_order() {
+    let (redis, proxy) = setup(&["--cache-capacity", "600"]);
+    let mut c = redis.conn();
+    for i in 0..500 {
+        redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(format!("v{i}"))
+            .exec(&mut c)
+            .unwrap();
+    }
+    let mut request = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..1000 {
+        // k0..k499 exist; k500..k999 do not; every key twice, out of order.
+        let key = format!("k{}", (i * 7) % 1000);
+        request.extend_from_slice(&cmd(&[b"GET", key.as_bytes()]));
+        let n = (i * 7) % 1000;
+        if n < 500 {
+            let v = format!("v{n}");
+            expected.extend_from_slice(format!("${}\r\n{v}\r\n", v.len()).as_bytes());
+        } else {
+            expected.extend_from_slice(b"$-1\r\n");
+        }
+    }
+    let mut r = Resp::connect(proxy.resp);
+    r.expect(&request, &expected);
+    r.expect(&cmd(&[b"PING"]), b"+PONG\r\n");
+}
+
+#[test]
+fn a_frame_split_across_many_writes_is_one_command() {
+    let (redis, proxy) = setup(&[]);
+    redis.set("split", "ok");
+    let mut c = Resp::connect(proxy.resp);
+    let request = cmd(&[b"GET", b"split"]);
+    for byte in &request {
+        c.send(&[*byte]);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert_eq!(c.read_exact(8), b"$2\r\nok\r\n");
+}
+
+#[test]
+fn a_protocol_error_closes_that_connection_only() {
+    let (redis, proxy) = setup(&[]);
+    redis.set("k", "v");
+    let mut good = Resp::connect(proxy.resp);
+    good.expect(&cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
+    for bad in [
+        &b"*1\r\n:5\r\n"[..],
+        b"*x\r\n",
+        b"*1\r\n$-5\r\n",
+        b"*2\r\n$3\r\nGET\r\n$1\r\nkXX",
+    ] {
+        let mut c = Resp::connect(proxy.resp);
+        c.expect_line(bad, "-ERR Protocol error: ");
+        assert!(c.is_closed());
+    }
+    // A bulk string over 512 MiB and an array over 1M elements.
+    let mut c = Resp::connect(proxy.resp);
+    c.expect_line(
+        b"*1\r\n$536870913\r\n",
+        "-ERR Protocol error: invalid bulk length",
+    );
+    let mut c = Resp::connect(proxy.resp);
+    c.expect_line(b"*1048577\r\n", "-ERR Protocol error: invalid multibulk length");
+    good.expect(&cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
+}
+
+#[test]
+fn unknown_commands_leave_the_connection_usable() {
+    let (redis, proxy) = setup(&[]);
+    let mut c = Resp::connect(proxy.resp);
+    c.expect_line(
+        &cmd(&[b"FLUSHALL"]),
+        "-ERR unknown command 'FLUSHALL', with args beginning with:",
+    );
+    c.expect_line(
+        &cmd(&[b"HGETALL", b"h"]),
+        "-ERR unknown command 'HGETALL', with args beginning with: 'h'",
+    );
+    c.expect_line(
+        &cmd(&[b"SET", b"k", b"v"]),
+        "-ERR SET is disabled: start the proxy with --allow-writes",
+    );
+    c.expect_line(&cmd(&[b"DEL", b"k"]), "-ERR DEL is disabled");
+    c.expect(&cmd(&[b"PING"]), b"+PONG\r\n");
+    assert_eq!(redis.cmd(&["EXISTS", "k"]), redis::Value::Int(0));
+}
+
+#[test]
+fn set_and_del_write_through_with_allow_writes() {
+    let (redis, proxy) = setup(&["--allow-writes"]);
+    let mut c = Resp::connect(proxy.resp);
+    c.expect(&cmd(&[b"SET", b"k", b"v1"]), b"+OK\r\n");
+    let got: String = redis::cmd("GET").arg("k").query(&mut redis.conn()).unwrap();
+    assert_eq!(got, "v1");
+    redis.cmd(&["CONFIG", "RESETSTAT"]);
+    c.expect(&cmd(&[b"GET", b"k"]), b"$2\r\nv1\r\n");
+    assert_eq!(
+        redis.calls("get"),
+        0,
+        "a plain SET leaves the value fresh in the cache"
+    );
+    // SET with options is Redis's to decide; the cached copy is dropped.
+    c.expect(&cmd(&[b"SET", b"k", b"v2", b"GET"]), b"$2\r\nv1\r\n");
+    c.expect(&cmd(&[b"SET", b"k", b"v3", b"NX"]), b"$-1\r\n");
+    c.expect(&cmd(&[b"GET", b"k"]), b"$2\r\nv2\r\n");
+    c.expect(&cmd(&[b"DEL", b"k", b"other"]), b":1\r\n");
+    c.expect(&cmd(&[b"GET", b"k"]), b"$-1\r\n");
+    c.expect_line(&cmd(&[b"SET", b"k", b"v", b"BOGUS"]), "-ERR syntax error");
+}
+
+#[test]
+fn client_password_is_required_on_both_front_ends() {
+    let (redis, proxy) = setup(&["--client-password", "s3cret"]);
+    redis.set("k", "v");
+    let mut c = Resp::connect(proxy.resp);
+    c.expect(&cmd(&[b"GET", b"k"]), b"-NOAUTH Authentication required.\r\n");
+    c.expect(&cmd(&[b"PING"]), b"+PONG\r\n");
+    c.expect_line(
+        &cmd(&[b"HELLO", b"3"]),
+        "-NOAUTH HELLO must be called with the client already authenticated",
+    );
+    c.expect_line(&cmd(&[b"AUTH", b"wrong"]), "-WRONGPASS");
+    c.expect_line(&cmd(&[b"AUTH", b"someone", b"s3cret"]), "-WRONGPASS");
+    c.expect(&cmd(&[b"GET", b"k"]), b"-NOAUTH Authentication required.\r\n");
+    c.expect(&cmd(&[b"AUTH", b"s3cret"]), b"+OK\r\n");
+    c.expect(&cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
+
+    let mut h = Resp::connect(proxy.resp);
+    h.expect_line(
+        &cmd(&[b"HELLO", b"3", b"AUTH", b"default", b"nope"]),
+        "-WRONGPASS",
+    );
+    h.expect_line(&cmd(&[b"HELLO", b"3", b"AUTH", b"default", b"s3cret"]), "%7");
+
+    let r = common::request(proxy.http, "GET", b"/get/k", &[]);
+    assert_eq!((r.status, r.header("www-authenticate")), (401, Some("Bearer")));
+    let r = common::request(proxy.http, "GET", b"/get/k", &[("Authorization", "Bearer nope")]);
+    assert_eq!(r.status, 401);
+    let r = common::request(
+        proxy.http,
+        "GET",
+        b"/get/k",
+        &[("Authorization", "Bearer s3cret")],
+    );
+    assert_eq!(r.status, 200);
+    // The admin port never asks.
+    assert_eq!(proxy.admin_get("/metrics").unwrap().status, 200);
+}
+
+#[test]
+fn over_max_clients_gets_the_redis_error_and_is_closed() {
+    let (_redis, proxy) = setup(&["--max-clients", "1"]);
+    let mut first = Resp::connect(proxy.resp);
+    first.expect(&cmd(&[b"PING"]), b"+PONG\r\n");
+    let mut second = Resp::connect(proxy.resp);
+    second.expect(&cmd(&[b"PING"]), b"-ERR max number of clients reached\r\n");
+    assert!(second.is_closed());
+    first.expect(&cmd(&[b"PING"]), b"+PONG\r\n");
+}
+
+#[test]
+fn redis_down_is_an_error_never_nil() {
+    let (mut redis, proxy) = setup(&[]);
+    let mut c = Resp::connect(proxy.resp);
+    redis.stop();
+    c.expect(&cmd(&[b"GET", b"k"]), b"-ERR backend unavailable\r\n");
+    c.expect(&cmd(&[b"MGET", b"a", b"b"]), b"-ERR backend unavailable\r\n");
+}
+
+#[test]
+fn sigterm_lets_a_resp_request_in_flight_finish() {
+    let (redis, mut proxy) = setup(&["--backend-timeout", "10s"]);
+    redis.set("slow", "done");
+    let mut c = Resp::connect(proxy.resp);
+    redis.cmd(&["CLIENT", "PAUSE", "1500", "ALL"]);
+    c.send(&cmd(&[b"GET", b"slow"]));
+    wait_for("the GET to reach Redis", || {
+        (proxy.metric("redis_proxy_backend_requests_total") >= 1.0).then_some(())
+    });
+    proxy.signal("TERM");
+    assert_eq!(c.read_exact(10), b"$4\r\ndone\r\n");
+    assert!(c.is_closed());
+    assert_eq!(proxy.wait_exit().code(), Some(0));
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli (make test installs redis-tools)");
+    assert!(
+        out.status.success(),
+        "redis-cli {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn redis_cli_works_in_resp2_and_resp3() {
+    let (redis, proxy) = setup(&[]);
+    redis.set("k", "from redis");
+    assert_eq!(redis_cli(proxy.resp, &["GET", "k"]), "from redis\n");
+    assert_eq!(redis_cli(proxy.resp, &["-3", "GET", "k"]), "from redis\n");
+    assert_eq!(redis_cli(proxy.resp, &["-3", "GET", "nope"]), "\n");
+    assert_eq!(redis_cli(proxy.resp, &["MGET", "k", "nope"]), "from redis\n\n");
+    assert!(redis_cli(proxy.resp, &["INFO", "server"]).contains("redis_version:7.4.0"));
+}
+
+#[test]
+fn redis_benchmark_runs_against_the_proxy() {
+    let (redis, proxy) = setup(&[]);
+    let status = Command::new("redis-benchmark")
+        .args(["-p", &proxy.resp.to_string()])
+        .args(["-t", "get", "-r", "1000", "-n", "20000", "-q"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("redis-benchmark (make test installs redis-tools)");
+    assert!(status.success());
+    assert!(redis.calls("get") > 0);
+}
+
+#[test]
+fn the_redis_crate_sync_client_works_in_resp2_and_resp3() {
+    let (redis, proxy) = setup(&["--allow-writes"]);
+    redis.set("k", "v");
+    for url in [
+        format!("redis://127.0.0.1:{}/0", proxy.resp),
+        format!("redis://127.0.0.1:{}/0?protocol=resp3", proxy.resp),
+    ] {
+        let mut c = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let v: Option<String> = redis::cmd("GET").arg("k").query(&mut c).unwrap();
+        assert_eq!(v.as_deref(), Some("v"), "{url}");
+        let v: Option<String> = redis::cmd("GET").arg("nope").query(&mut c).unwrap();
+        assert_eq!(v, None, "{url}");
+        let vs: Vec<Option<String>> = redis::cmd("MGET").arg("k").arg("nope").query(&mut c).unwrap();
+        assert_eq!(vs, [Some("v".to_string()), None], "{url}");
+        redis::cmd("SET").arg("w").arg(&url).exec(&mut c).unwrap();
+        let v: String = redis::cmd("GET").arg("w").query(&mut c).unwrap();
+        assert_eq!(v, url);
+    }
+}
+
+#[test]
+fn the_redis_crate_async_client_works_in_resp2_and_resp3() {
+    let (redis, proxy) = setup(&[]);
+    redis.set("k", "v");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for url in [
+            format!("redis://127.0.0.1:{}/0", proxy.resp),
+            format!("redis://127.0.0.1:{}/0?protocol=resp3", proxy.resp),
+        ] {
+            let client = redis::Client::open(url.as_str()).unwrap();
+            let mut c = client.get_multiplexed_async_connection().await.unwrap();
+            let v: Option<String> = redis::cmd("GET").arg("k").query_async(&mut c).await.unwrap();
+            assert_eq!(v.as_deref(), Some("v"), "{url}");
+            let mut pipe = redis::pipe();
+            for _ in 0..50 {
+                pipe.cmd("GET").arg("k").cmd("GET").arg("nope");
+            }
+            let vs: Vec<Option<String>> = pipe.query_async(&mut c).await.unwrap();
+            assert_eq!(vs.len(), 100);
+            assert!(
+                vs.chunks(2)
+                    .all(|p| p[0].as_deref() == Some("v") && p[1].is_none())
+            );
+        }
+    });
+}
