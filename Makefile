@@ -29,4 +29,4 @@ clean:
 # bench/results/latest.md, then the criterion micro-benchmarks.
 bench:
 	./bench/run.sh
-	cargo bench --bench cache
+	cargo bench --bench cache --bench resp

@@ -43,17 +43,17 @@ pids+=($!)
 wait_port "$redis_port"
 value=$(head -c 100 /dev/zero | tr '\0' x)
 redis-cli -p "$redis_port" set hot "$value" >/dev/null
+# The keys redis-benchmark -t get -r 10000 asks for: key:000000000000 ...
+awk -v v="$value" 'BEGIN { for (i = 0; i < 10000; i++) printf "SET key:%012d %s\r\n", i, v }' \
+  | redis-cli -p "$redis_port" --pipe >/dev/null
 
-resp_args=()
-resp_port=""
-if target/release/redis-proxy --help | grep -q -- --resp-listen; then
-  resp_port=$(free_port)
-  resp_args=(--resp-listen "127.0.0.1:$resp_port")
-fi
+resp_port=$(free_port)
 target/release/redis-proxy --redis-url "redis://127.0.0.1:$redis_port/0" \
-  --http-listen "127.0.0.1:$http_port" --admin-listen "127.0.0.1:$admin_port" "${resp_args[@]}" 2>"$dir/proxy.log" &
+  --http-listen "127.0.0.1:$http_port" --admin-listen "127.0.0.1:$admin_port" \
+  --resp-listen "127.0.0.1:$resp_port" 2>"$dir/proxy.log" &
 pids+=($!)
 wait_port "$http_port"
+wait_port "$resp_port"
 
 cat >"$dir/twem.yml" <<YML
 bench:
@@ -79,8 +79,10 @@ wait_port "$webdis_port"
 curl -sf "http://127.0.0.1:$http_port/get/hot" >/dev/null
 
 wrk_rps() { wrk -t1 -c"$CLIENTS" -d"${DURATION}s" "$@" | awk '/Requests\/sec/ {printf "%d", $2}'; }
-bench_rps() {  # port, pipeline
-  timeout 120 redis-benchmark -p "$1" -c "$CLIENTS" -n "$REQUESTS" -P "$2" -q GET hot \
+bench_rps() {  # port, pipeline, then the workload: GET hot, or -t get -r 10000
+  local port=$1 pipeline=$2
+  shift 2
+  timeout 120 redis-benchmark -p "$port" -c "$CLIENTS" -n "$REQUESTS" -P "$pipeline" -q "$@" \
     | tr '\r' '\n' | awk '/requests per second/ {for (i=1;i<=NF;i++) if ($i ~ /^[0-9.]+$/) {printf "%d", $i; exit}}'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
@@ -91,10 +93,15 @@ http_webdis=$(wrk_rps "http://127.0.0.1:$webdis_port/GET/hot")
 
 echo "RESP ..." >&2
 declare -A resp
-for p in 1 16; do
-  resp[redis_$p]=$(bench_rps "$redis_port" "$p")
-  resp[twem_$p]=$(bench_rps "$twem_port" "$p")
-  if [ -n "$resp_port" ]; then resp[proxy_$p]=$(bench_rps "$resp_port" "$p"); else resp[proxy_$p]=0; fi
+for w in hot rand; do
+  if [ "$w" = hot ]; then load=(GET hot); else load=(-t get -r 10000); fi
+  # Warm the proxy's cache with one pass before measuring.
+  bench_rps "$resp_port" 16 "${load[@]}" >/dev/null
+  for p in 1 16; do
+    resp[${w}_redis_$p]=$(bench_rps "$redis_port" "$p" "${load[@]}")
+    resp[${w}_twem_$p]=$(bench_rps "$twem_port" "$p" "${load[@]}")
+    resp[${w}_proxy_$p]=$(bench_rps "$resp_port" "$p" "${load[@]}")
+  done
 done
 
 {
@@ -102,7 +109,7 @@ done
   echo
   echo "- date: $(date -u +%Y-%m-%d)"
   echo "- machine: $(nproc) cores, $(uname -sr); the load generator shares the cores with the servers"
-  echo "- workload: GET of one hot 100-byte key, $CLIENTS connections; HTTP: wrk ${DURATION}s; RESP: redis-benchmark -n $REQUESTS"
+  echo "- workload: GET of 100-byte values, $CLIENTS connections; HTTP: wrk ${DURATION}s on one hot key; RESP: redis-benchmark -n $REQUESTS"
   echo "- versions: $(redis-server --version | awk '{print $3}'), $(nutcracker -V 2>&1 | head -1), webdis $(dpkg-query -W -f='${Version}' webdis 2>/dev/null)"
   echo
   echo "## HTTP (requests/s; ratio to webdis)"
@@ -112,16 +119,16 @@ done
   echo "| redis-proxy \`/get/hot\` | $http_proxy | $(ratio "$http_proxy" "$http_webdis") |"
   echo "| webdis \`/GET/hot\` | $http_webdis | 1.00 |"
   echo
-  echo "## RESP (requests/s; ratio to Redis direct)"
-  echo
-  echo "| server | -P 1 | ratio | -P 16 | ratio |"
-  echo "|---|---:|---:|---:|---:|"
-  echo "| Redis direct | ${resp[redis_1]} | 1.00 | ${resp[redis_16]} | 1.00 |"
-  if [ -n "$resp_port" ]; then
-    echo "| redis-proxy | ${resp[proxy_1]} | $(ratio "${resp[proxy_1]}" "${resp[redis_1]}") | ${resp[proxy_16]} | $(ratio "${resp[proxy_16]}" "${resp[redis_16]}") |"
-  else
-    echo "| redis-proxy | (no RESP front end in this build) | | | |"
-  fi
-  echo "| twemproxy | ${resp[twem_1]} | $(ratio "${resp[twem_1]}" "${resp[redis_1]}") | ${resp[twem_16]} | $(ratio "${resp[twem_16]}" "${resp[redis_16]}") |"
+  for w in hot rand; do
+    if [ "$w" = hot ]; then title='`GET hot` (one key)'; else title='`-t get -r 10000` (10,000 keys, all cached after warm-up)'; fi
+    echo "## RESP: redis-benchmark $title, requests/s and ratio to Redis direct"
+    echo
+    echo "| server | -P 1 | ratio | -P 16 | ratio |"
+    echo "|---|---:|---:|---:|---:|"
+    echo "| Redis direct | ${resp[${w}_redis_1]} | 1.00 | ${resp[${w}_redis_16]} | 1.00 |"
+    echo "| redis-proxy | ${resp[${w}_proxy_1]} | $(ratio "${resp[${w}_proxy_1]}" "${resp[${w}_redis_1]}") | ${resp[${w}_proxy_16]} | $(ratio "${resp[${w}_proxy_16]}" "${resp[${w}_redis_16]}") |"
+    echo "| twemproxy | ${resp[${w}_twem_1]} | $(ratio "${resp[${w}_twem_1]}" "${resp[${w}_redis_1]}") | ${resp[${w}_twem_16]} | $(ratio "${resp[${w}_twem_16]}" "${resp[${w}_redis_16]}") |"
+    echo
+  done
 } >"$out"
 cat "$out"
