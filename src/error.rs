@@ -28,20 +28,4 @@ impl Error {
     pub fn unavailable(msg: impl Into<Arc<str>>) -> Self {
         Error::Unavailable(msg.into())
     }
-
-    /// A short, stable name for metrics labels.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Error::Unavailable(_) => "unavailable",
-            Error::Timeout(_) => "timeout",
-            Error::WrongType(_) => "wrongtype",
-            Error::Reply(_) => "reply",
-        }
-    }
-
-    /// Whether this error says something about Redis's health (as opposed
-    /// to the key the client asked for).
-    pub fn is_backend_failure(&self) -> bool {
-        !matches!(self, Error::WrongType(_))
-    }
 }

@@ -16,14 +16,13 @@ use serde_json::{Map, Value, json};
 
 use crate::error::Error;
 use crate::lookup::{Found, Source};
+use crate::metrics::Outcome;
 use crate::server::App;
 
 pub type Body = Full<Bytes>;
 
 /// Longest request target served; longer ones get 414.
 pub const MAX_PATH: usize = 8 * 1024;
-
-const FRONTEND: &str = "http";
 
 /// hyper's entry point: every request on every HTTP connection.
 pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -34,11 +33,7 @@ pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bod
         let _permit = acquire_slot(&app).await;
         route(&app, &req).await
     };
-    app.metrics.request(FRONTEND, outcome);
-    app.metrics
-        .request_duration
-        .get_or_create(&crate::metrics::FrontendLabels { frontend: FRONTEND })
-        .observe(start.elapsed().as_secs_f64());
+    app.http_metrics.record(outcome, start);
     Ok(response)
 }
 
@@ -56,7 +51,7 @@ pub async fn acquire_slot(app: &App) -> tokio::sync::SemaphorePermit<'_> {
     }
 }
 
-async fn route(app: &App, req: &Request<Incoming>) -> (Response<Body>, &'static str) {
+async fn route(app: &App, req: &Request<Incoming>) -> (Response<Body>, Outcome) {
     if app.client_password.is_some() && !bearer_ok(app, req) {
         let (mut r, outcome) =
             client_error(StatusCode::UNAUTHORIZED, "missing or wrong Authorization: Bearer");
@@ -74,7 +69,7 @@ async fn route(app: &App, req: &Request<Incoming>) -> (Response<Body>, &'static 
         if method != Method::GET && method != Method::HEAD {
             return method_not_allowed("GET, HEAD");
         }
-        return (json_response(StatusCode::OK, describe(app)), "ok");
+        return (json_response(StatusCode::OK, describe(app)), Outcome::Ok);
     }
     if let Some(raw) = path.strip_prefix(b"/get/") {
         if method != Method::GET && method != Method::HEAD {
@@ -116,11 +111,11 @@ async fn route(app: &App, req: &Request<Incoming>) -> (Response<Body>, &'static 
             StatusCode::NOT_FOUND,
             json!({"error": "not found", "routes": "GET /"}),
         ),
-        "client_error",
+        Outcome::ClientError,
     )
 }
 
-async fn get(app: &App, key: Bytes, raw_body: bool) -> (Response<Body>, &'static str) {
+async fn get(app: &App, key: Bytes, raw_body: bool) -> (Response<Body>, Outcome) {
     let result = app.lookup.get(key.clone()).await;
     let (mut response, outcome) = match &result {
         Ok(Found {
@@ -141,9 +136,9 @@ async fn get(app: &App, key: Bytes, raw_body: bool) -> (Response<Body>, &'static
                 json_response(StatusCode::OK, Value::Object(body))
             };
             let outcome = if matches!(source, Source::Hit { .. }) {
-                "hit"
+                Outcome::Hit
             } else {
-                "miss"
+                Outcome::Miss
             };
             (response, outcome)
         }
@@ -153,7 +148,7 @@ async fn get(app: &App, key: Bytes, raw_body: bool) -> (Response<Body>, &'static
             bytes_field(&mut body, "key", &key);
             (
                 json_response(StatusCode::NOT_FOUND, Value::Object(body)),
-                "not_found",
+                Outcome::NotFound,
             )
         }
         Err(e) => error_response(e),
@@ -174,27 +169,27 @@ async fn get(app: &App, key: Bytes, raw_body: bool) -> (Response<Body>, &'static
     (response, outcome)
 }
 
-async fn set(app: &App, key: Bytes, value: Bytes) -> (Response<Body>, &'static str) {
+async fn set(app: &App, key: Bytes, value: Bytes) -> (Response<Body>, Outcome) {
     match app.lookup.set(key.clone(), value.clone()).await {
         Ok(()) => {
             let mut body = Map::new();
             bytes_field(&mut body, "key", &key);
             bytes_field(&mut body, "value", &value);
-            (json_response(StatusCode::OK, Value::Object(body)), "ok")
+            (json_response(StatusCode::OK, Value::Object(body)), Outcome::Ok)
         }
         Err(e) => error_response(&e),
     }
 }
 
-fn error_response(e: &Error) -> (Response<Body>, &'static str) {
+fn error_response(e: &Error) -> (Response<Body>, Outcome) {
     let status = match e {
         Error::WrongType(_) => StatusCode::CONFLICT,
         Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         Error::Unavailable(_) | Error::Reply(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     let outcome = match e {
-        Error::WrongType(_) => "wrongtype",
-        _ => "backend_error",
+        Error::WrongType(_) => Outcome::WrongType,
+        _ => Outcome::BackendError,
     };
     (json_response(status, json!({"error": e.to_string()})), outcome)
 }
@@ -276,11 +271,11 @@ pub fn json_response(status: StatusCode, body: Value) -> Response<Body> {
     r
 }
 
-fn client_error(status: StatusCode, msg: &str) -> (Response<Body>, &'static str) {
-    (json_response(status, json!({"error": msg})), "client_error")
+fn client_error(status: StatusCode, msg: &str) -> (Response<Body>, Outcome) {
+    (json_response(status, json!({"error": msg})), Outcome::ClientError)
 }
 
-fn method_not_allowed(allow: &'static str) -> (Response<Body>, &'static str) {
+fn method_not_allowed(allow: &'static str) -> (Response<Body>, Outcome) {
     let (mut r, outcome) = client_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     r.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));

@@ -249,8 +249,14 @@ impl Lookup {
         if events.expired > 0 {
             self.metrics.expirations.inc_by(events.expired);
         }
-        self.metrics.entries.set(entries as i64);
-        self.metrics.bytes.set(bytes as i64);
+        // Read before writing: a hit changes neither, and a store to a
+        // shared cache line on every hit would cost more than the load.
+        if self.metrics.entries.get() != entries as i64 {
+            self.metrics.entries.set(entries as i64);
+        }
+        if self.metrics.bytes.get() != bytes as i64 {
+            self.metrics.bytes.set(bytes as i64);
+        }
         r
     }
 }

@@ -24,6 +24,56 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// How a request ended, for `redis_proxy_requests_total{outcome}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    Miss,
+    NotFound,
+    WrongType,
+    BackendError,
+    ClientError,
+    Ok,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 7] = [
+        Outcome::Hit,
+        Outcome::Miss,
+        Outcome::NotFound,
+        Outcome::WrongType,
+        Outcome::BackendError,
+        Outcome::ClientError,
+        Outcome::Ok,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::NotFound => "not_found",
+            Outcome::WrongType => "wrongtype",
+            Outcome::BackendError => "backend_error",
+            Outcome::ClientError => "client_error",
+            Outcome::Ok => "ok",
+        }
+    }
+}
+
+/// One front end's request metrics, resolved once so that recording a
+/// request is two atomic adds, not a labelled lookup.
+pub struct FrontendMetrics {
+    requests: [Counter; Outcome::ALL.len()],
+    duration: Histogram,
+}
+
+impl FrontendMetrics {
+    pub fn record(&self, outcome: Outcome, started: std::time::Instant) {
+        self.requests[outcome as usize].inc();
+        self.duration.observe(started.elapsed().as_secs_f64());
+    }
+}
+
 pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Family<FrontendLabels, Histogram>,
@@ -140,10 +190,21 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    pub fn request(&self, frontend: &'static str, outcome: &'static str) {
-        self.requests
-            .get_or_create(&RequestLabels { frontend, outcome })
-            .inc();
+    /// The request metrics of one front end.
+    pub fn frontend(&self, frontend: &'static str) -> FrontendMetrics {
+        FrontendMetrics {
+            requests: Outcome::ALL.map(|outcome| {
+                let labels = RequestLabels {
+                    frontend,
+                    outcome: outcome.as_str(),
+                };
+                self.requests.get_or_create(&labels).clone()
+            }),
+            duration: self
+                .request_duration
+                .get_or_create(&FrontendLabels { frontend })
+                .clone(),
+        }
     }
 
     pub fn backend_error(&self, kind: &'static str) {

@@ -29,12 +29,14 @@ use crate::cache::Store;
 use crate::config::{Config, Listen};
 use crate::http::Body;
 use crate::lookup::Lookup;
-use crate::metrics::{FrontendLabels, Metrics};
+use crate::metrics::{FrontendLabels, FrontendMetrics, Metrics};
 
 /// What every request handler shares.
 pub struct App {
     pub lookup: Arc<Lookup>,
     pub metrics: Arc<Metrics>,
+    pub http_metrics: FrontendMetrics,
+    pub resp_metrics: FrontendMetrics,
     /// `--max-parallel` permits; fair, so with one permit requests run in
     /// arrival order.
     pub parallel: Semaphore,
@@ -60,6 +62,8 @@ pub async fn run(config: Config) -> Result<(), String> {
     let store = Store::new(config.cache_capacity, config.cache_max_bytes, config.cache_ttl);
     let app = Arc::new(App {
         lookup: Arc::new(Lookup::new(store, backend.clone(), metrics.clone())),
+        http_metrics: metrics.frontend("http"),
+        resp_metrics: metrics.frontend("resp"),
         metrics,
         parallel: Semaphore::new(config.max_parallel()),
         allow_writes: config.allow_writes,

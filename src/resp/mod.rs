@@ -21,12 +21,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::lookup::{Found, Source};
-use crate::metrics::FrontendLabels;
+use crate::metrics::{FrontendLabels, Outcome};
 use crate::server::App;
 use encode::{Proto, Reply, encode};
 use parse::{Request, parse};
 
-const FRONTEND: &str = "resp";
 /// What HELLO and INFO say: clients check it to enable features.
 pub const REDIS_VERSION: &str = "7.4.0";
 
@@ -97,7 +96,7 @@ async fn answer_buffered(
             Err(e) => {
                 let reply = Reply::error(format!("ERR Protocol error: {e}"));
                 encode(&reply, session.proto, output);
-                app.metrics.request(FRONTEND, "client_error");
+                app.resp_metrics.record(Outcome::ClientError, Instant::now());
                 return Then::Close;
             }
         };
@@ -110,11 +109,7 @@ async fn answer_buffered(
         let start = Instant::now();
         let (reply, outcome, then) = execute(app, session, request).await;
         encode(&reply, session.proto, output);
-        app.metrics.request(FRONTEND, outcome);
-        app.metrics
-            .request_duration
-            .get_or_create(&FrontendLabels { frontend: FRONTEND })
-            .observe(start.elapsed().as_secs_f64());
+        app.resp_metrics.record(outcome, start);
         if then == Then::Close {
             return Then::Close;
         }
@@ -137,14 +132,14 @@ fn is(name: &[u8; 16], want: &str) -> bool {
     name[..want.len()] == *want.as_bytes() && name.get(want.len()).is_none_or(|&b| b == 0)
 }
 
-type Answer = (Reply, &'static str, Then);
+type Answer = (Reply, Outcome, Then);
 
 fn ok(reply: Reply) -> Answer {
-    (reply, "ok", Then::Continue)
+    (reply, Outcome::Ok, Then::Continue)
 }
 
 fn client_error(msg: impl Into<String>) -> Answer {
-    (Reply::error(msg), "client_error", Then::Continue)
+    (Reply::error(msg), Outcome::ClientError, Then::Continue)
 }
 
 fn arity(cmd: &[u8]) -> Answer {
@@ -190,7 +185,7 @@ async fn execute(app: &App, session: &mut Session, req: Request) -> Answer {
         };
     }
     if is(&name, "QUIT") {
-        return (Reply::ok(), "ok", Then::Close);
+        return (Reply::ok(), Outcome::Ok, Then::Close);
     }
     if is(&name, "HELLO") {
         return hello(app, session, &args[1..]);
@@ -254,9 +249,9 @@ fn backend_error(e: &Error) -> Answer {
         Error::Reply(msg) => Reply::error(format!("ERR backend error: {msg}")),
     };
     let outcome = if matches!(e, Error::WrongType(_)) {
-        "wrongtype"
+        Outcome::WrongType
     } else {
-        "backend_error"
+        Outcome::BackendError
     };
     (reply, outcome, Then::Continue)
 }
@@ -268,13 +263,13 @@ async fn get(app: &App, key: Bytes) -> Answer {
             source,
         }) => {
             let outcome = if matches!(source, Source::Hit { .. }) {
-                "hit"
+                Outcome::Hit
             } else {
-                "miss"
+                Outcome::Miss
             };
             (Reply::Bulk(v), outcome, Then::Continue)
         }
-        Ok(Found { value: None, .. }) => (Reply::Null, "not_found", Then::Continue),
+        Ok(Found { value: None, .. }) => (Reply::Null, Outcome::NotFound, Then::Continue),
         Err(e) => backend_error(&e),
     }
 }
@@ -289,7 +284,7 @@ async fn mget(app: &App, keys: &[Bytes]) -> Answer {
                 .collect();
             (
                 Reply::Array(values),
-                if all_hits { "hit" } else { "miss" },
+                if all_hits { Outcome::Hit } else { Outcome::Miss },
                 Then::Continue,
             )
         }
