@@ -507,3 +507,18 @@ fn the_redis_crate_async_client_works_in_resp2_and_resp3() {
         }
     });
 }
+
+#[test]
+fn large_pipelined_answers_arrive_whole_and_in_order() {
+    let (redis, proxy) = setup(&[]);
+    redis.set("big", "x".repeat(100_000));
+    let mut c = Resp::connect(proxy.resp);
+    // 200 GETs of a 100 kB value: 20 MB of answers to one write of requests.
+    let request: Vec<u8> = (0..200).flat_map(|_| cmd(&[b"GET", b"big"])).collect();
+    c.send(&request);
+    let one = format!("$100000\r\n{}\r\n", "x".repeat(100_000)).into_bytes();
+    for _ in 0..200 {
+        assert!(c.read_exact(one.len()) == one);
+    }
+    c.expect(&cmd(&[b"PING"]), b"+PONG\r\n");
+}

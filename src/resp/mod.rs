@@ -41,8 +41,15 @@ struct Session {
 #[derive(PartialEq, Eq)]
 enum Then {
     Continue,
+    /// The output buffer is full: write it, then answer what is still
+    /// buffered before reading more.
+    Flush,
     Close,
 }
+
+/// Output written before answering more, so that a client pipelining
+/// requests for large values without reading cannot grow it without bound.
+const FLUSH_AT: usize = 64 * 1024;
 
 /// Serves one client until QUIT, EOF, a protocol error or shutdown.
 pub async fn serve(app: Arc<App>, mut stream: TcpStream, shutdown: CancellationToken) {
@@ -62,8 +69,10 @@ pub async fn serve(app: Arc<App>, mut stream: TcpStream, shutdown: CancellationT
             }
             output.clear();
         }
-        if then == Then::Close {
-            return;
+        match then {
+            Then::Close => return,
+            Then::Flush => continue,
+            Then::Continue => {}
         }
         tokio::select! {
             biased;
@@ -112,6 +121,9 @@ async fn answer_buffered(
         app.resp_metrics.record(outcome, start);
         if then == Then::Close {
             return Then::Close;
+        }
+        if output.len() >= FLUSH_AT {
+            return Then::Flush;
         }
     }
 }
@@ -523,9 +535,12 @@ fn command(args: &[Bytes]) -> Answer {
 }
 
 fn info(app: &App, section: Option<&Bytes>) -> String {
-    let want = |s: &str| {
-        section.is_none_or(|w| w.eq_ignore_ascii_case(s.as_bytes()) || w.eq_ignore_ascii_case(b"all"))
+    let everything = |w: &Bytes| {
+        ["all", "everything", "default"]
+            .iter()
+            .any(|a| w.eq_ignore_ascii_case(a.as_bytes()))
     };
+    let want = |s: &str| section.is_none_or(|w| w.eq_ignore_ascii_case(s.as_bytes()) || everything(w));
     let m = &app.metrics;
     let mut out = String::new();
     if want("server") {
