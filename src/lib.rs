@@ -1,6 +1,6 @@
 //! redis-proxy: a caching read proxy in front of Redis.
 //!
-//! Clients ask for keys over HTTP; the proxy answers from a bounded
+//! Clients ask for keys over HTTP or the Redis protocol; the proxy answers from a bounded
 //! in-process cache (exact LRU by read, fixed key capacity, global TTL from
 //! insertion) and goes to Redis only on a miss, with concurrent misses on one
 //! key coalesced into one Redis GET.
