@@ -259,7 +259,11 @@ where
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .keep_alive(true)
-            .pipeline_flush(true)
+            // Not pipeline_flush: with it, hyper 1.12 drops the automatic
+            // 400/414/431 it writes for a request it cannot parse, and the
+            // client sees the connection close with no answer. Pipelined
+            // requests are still answered in order, one write each.
+            .pipeline_flush(false)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         let open = open.clone();
