@@ -33,5 +33,12 @@ export REDIS_URL="redis://127.0.0.1:$port/0"
 "$bin" "$@" &
 proxy_pid=$!
 trap 'kill -TERM "$proxy_pid" 2>/dev/null || true' TERM INT
-wait "$proxy_pid" || true
-wait "$proxy_pid" 2>/dev/null || true
+status=0
+wait "$proxy_pid" || status=$?
+# A signal caught by the trap ends `wait` early; wait for the drain to finish
+# and take the proxy's own exit status.
+if kill -0 "$proxy_pid" 2>/dev/null; then
+  status=0
+  wait "$proxy_pid" || status=$?
+fi
+exit "$status"

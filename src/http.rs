@@ -12,7 +12,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::error::Error;
 use crate::lookup::{Found, Source};
@@ -130,10 +130,8 @@ async fn get(app: &App, key: Bytes, raw_body: bool) -> (Response<Body>, Outcome)
                 );
                 r
             } else {
-                let mut body = Map::new();
-                bytes_field(&mut body, "key", &key);
-                bytes_field(&mut body, "value", value);
-                json_response(StatusCode::OK, Value::Object(body))
+                let body = JsonObject::new().bytes("key", &key).bytes("value", value);
+                body.response(StatusCode::OK)
             };
             let outcome = if matches!(source, Source::Hit { .. }) {
                 Outcome::Hit
@@ -143,13 +141,10 @@ async fn get(app: &App, key: Bytes, raw_body: bool) -> (Response<Body>, Outcome)
             (response, outcome)
         }
         Ok(Found { value: None, .. }) => {
-            let mut body = Map::new();
-            body.insert("error".into(), "key not found".into());
-            bytes_field(&mut body, "key", &key);
-            (
-                json_response(StatusCode::NOT_FOUND, Value::Object(body)),
-                Outcome::NotFound,
-            )
+            let body = JsonObject::new()
+                .bytes("error", b"key not found")
+                .bytes("key", &key);
+            (body.response(StatusCode::NOT_FOUND), Outcome::NotFound)
         }
         Err(e) => error_response(e),
     };
@@ -172,10 +167,8 @@ async fn get(app: &App, key: Bytes, raw_body: bool) -> (Response<Body>, Outcome)
 async fn set(app: &App, key: Bytes, value: Bytes) -> (Response<Body>, Outcome) {
     match app.lookup.set(key.clone(), value.clone()).await {
         Ok(()) => {
-            let mut body = Map::new();
-            bytes_field(&mut body, "key", &key);
-            bytes_field(&mut body, "value", &value);
-            (json_response(StatusCode::OK, Value::Object(body)), Outcome::Ok)
+            let body = JsonObject::new().bytes("key", &key).bytes("value", &value);
+            (body.response(StatusCode::OK), Outcome::Ok)
         }
         Err(e) => error_response(&e),
     }
@@ -194,12 +187,46 @@ fn error_response(e: &Error) -> (Response<Body>, Outcome) {
     (json_response(status, json!({"error": e.to_string()})), outcome)
 }
 
-/// `"name": "text"` when the bytes are UTF-8, else `"name_base64": "…"`.
-fn bytes_field(map: &mut Map<String, Value>, name: &str, bytes: &[u8]) {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => map.insert(name.to_string(), s.into()),
-        Err(_) => map.insert(format!("{name}_base64"), BASE64.encode(bytes).into()),
-    };
+/// A flat JSON object written straight into its body: the answers on the
+/// lookup path, built without an intermediate map or extra copies.
+struct JsonObject(Vec<u8>);
+
+impl JsonObject {
+    fn new() -> Self {
+        JsonObject(Vec::with_capacity(64))
+    }
+
+    /// `"name":"text"` when the bytes are UTF-8, else `"name_base64":"…"`.
+    fn bytes(mut self, name: &str, bytes: &[u8]) -> Self {
+        self.0.push(if self.0.is_empty() { b'{' } else { b',' });
+        let out = &mut self.0;
+        match std::str::from_utf8(bytes) {
+            Ok(text) => {
+                write_json_str(out, name);
+                out.push(b':');
+                write_json_str(out, text);
+            }
+            Err(_) => {
+                write_json_str(out, &format!("{name}_base64"));
+                out.push(b':');
+                write_json_str(out, &BASE64.encode(bytes));
+            }
+        }
+        self
+    }
+
+    fn response(mut self, status: StatusCode) -> Response<Body> {
+        self.0.push(b'}');
+        let mut r = Response::new(Full::new(Bytes::from(self.0)));
+        *r.status_mut() = status;
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r
+    }
+}
+
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(out, s).expect("writing JSON to a Vec cannot fail");
 }
 
 fn bearer_ok(app: &App, req: &Request<Incoming>) -> bool {

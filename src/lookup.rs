@@ -46,6 +46,20 @@ enum Slot {
     Waiting(Flight),
 }
 
+struct FlightGuard {
+    lookup: Arc<Lookup>,
+    keys: Vec<Bytes>,
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        let mut flights = self.lookup.flights.lock();
+        for key in &self.keys {
+            flights.remove(key);
+        }
+    }
+}
+
 impl Slot {
     async fn wait(self) -> Result<Found, Error> {
         match self {
@@ -148,15 +162,22 @@ impl Lookup {
         if owned.is_empty() {
             return;
         }
-        let this = Arc::clone(self);
+        let keys: Vec<Bytes> = owned.iter().map(|(k, _)| k.clone()).collect();
+        // Removes the flights however the task ends, panics included, so a
+        // key is never left joined to a flight that will not answer.
+        let guard = FlightGuard {
+            lookup: Arc::clone(self),
+            keys,
+        };
         tokio::spawn(async move {
-            let keys: Vec<Bytes> = owned.iter().map(|(k, _)| k.clone()).collect();
-            let outcomes = this.fetch(&keys).await;
-            let mut flights = this.flights.lock();
-            for ((key, tx), outcome) in owned.into_iter().zip(outcomes) {
-                flights.remove(&key);
+            let mut outcomes = guard.lookup.fetch(&guard.keys).await.into_iter();
+            for (_, tx) in owned {
+                let outcome = outcomes
+                    .next()
+                    .unwrap_or_else(|| Err(Error::Reply("Redis sent fewer replies than keys".into())));
                 let _ = tx.send(Some(outcome));
             }
+            drop(guard);
         });
     }
 
@@ -206,26 +227,29 @@ impl Lookup {
             .collect()
     }
 
-    /// `SET key value` on Redis, then the fresh value in the cache. If the
-    /// write fails, Redis may or may not have it, so the key is dropped.
+    /// `SET key value` on Redis, then the fresh value in the cache — unless
+    /// another write or invalidation happened meanwhile (Redis may have
+    /// applied them in either order) or the write failed (Redis may or may
+    /// not have it): then the key is dropped, and the next read asks Redis.
     pub async fn set(&self, key: Bytes, value: Bytes) -> Result<(), Error> {
+        let before = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let result = self.backend.set(&key, &value).await;
         self.with_store(|s| {
-            self.generation.fetch_add(1, Ordering::AcqRel);
-            match &result {
-                Ok(()) => s.insert(key, value, Instant::now(), Duration::MAX),
-                Err(_) => {
-                    s.remove(&key);
-                }
+            let alone = self.generation.fetch_add(1, Ordering::AcqRel) == before;
+            if alone && result.is_ok() {
+                s.insert(key, value, Instant::now(), Duration::MAX);
+            } else {
+                s.remove(&key);
             }
         });
         result
     }
 
     /// A write command sent through to Redis as it is (SET with options,
-    /// DEL, …); afterwards `keys` are dropped from the cache whatever the
-    /// outcome, and in-flight reads of anything are not inserted.
+    /// DEL, …). `keys` are dropped from the cache whatever the outcome, and
+    /// reads or writes in flight meanwhile do not insert.
     pub async fn write_through(&self, args: &[Bytes], keys: &[Bytes]) -> Result<redis::Value, Error> {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         let result = self.backend.forward(args).await;
         self.with_store(|s| {
             self.generation.fetch_add(1, Ordering::AcqRel);

@@ -98,7 +98,7 @@ fn fifty_concurrent_cold_gets_cost_one_redis_get() {
     redis.set("hot", "value");
     redis.cmd(&["CONFIG", "RESETSTAT"]);
     // Hold Redis still so that all fifty arrive while the first GET waits.
-    redis.cmd(&["CLIENT", "PAUSE", "1000", "ALL"]);
+    redis.cmd(&["CLIENT", "PAUSE", "3000", "ALL"]);
     let barrier = Arc::new(Barrier::new(50));
     let port = proxy.http;
     let threads: Vec<_> = (0..50)

@@ -77,12 +77,16 @@ fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     let redis = RedisServer::start();
     redis.set("slow", "done");
     let mut proxy = Proxy::start_ready(&redis, &["--backend-timeout", "10s"]);
-    redis.cmd(&["CLIENT", "PAUSE", "1500", "ALL"]);
+    redis.cmd(&["CLIENT", "PAUSE", "3000", "ALL"]);
     let mut in_flight = HttpConn::connect(proxy.http).unwrap();
     in_flight.send("GET", b"/get/slow", &[]).unwrap();
     wait_for("the request to reach Redis", || {
         (proxy.metric("redis_proxy_backend_requests_total") >= 1.0).then_some(())
     });
+    assert!(
+        common::still_waiting(&in_flight.stream),
+        "the pause ran out before SIGTERM"
+    );
     proxy.signal("TERM");
     // It stops accepting...
     wait_for("the listener to close", || {

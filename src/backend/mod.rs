@@ -38,7 +38,10 @@ pub struct Fetched {
 pub struct Backend {
     client: Client,
     timeout: Duration,
-    conn: RwLock<Option<MultiplexedConnection>>,
+    /// The live connection and its epoch (bumped on every new connection),
+    /// so that a failure seen on an old connection cannot tear down a newer
+    /// one.
+    conn: RwLock<(u64, Option<MultiplexedConnection>)>,
     ready: AtomicBool,
     broken: Notify,
     metrics: Arc<Metrics>,
@@ -50,7 +53,7 @@ impl Backend {
         Ok(Backend {
             client: Client::open(url)?,
             timeout,
-            conn: RwLock::new(None),
+            conn: RwLock::new((0, None)),
             ready: AtomicBool::new(false),
             broken: Notify::new(),
             metrics,
@@ -67,18 +70,32 @@ impl Backend {
         self.metrics.backend_up.set(up as i64);
     }
 
-    fn connection(&self) -> Option<MultiplexedConnection> {
-        self.conn.read().expect("backend lock").clone()
+    fn connection(&self) -> Option<(u64, MultiplexedConnection)> {
+        let guard = self.conn.read().expect("backend lock");
+        guard.1.clone().map(|c| (guard.0, c))
     }
 
+    /// Installs a new connection (or none) under a new epoch.
     fn set_connection(&self, conn: Option<MultiplexedConnection>) {
-        *self.conn.write().expect("backend lock") = conn;
+        let mut guard = self.conn.write().expect("backend lock");
+        guard.0 += 1;
+        guard.1 = conn;
+    }
+
+    fn current_epoch(&self) -> u64 {
+        self.conn.read().expect("backend lock").0
     }
 
     /// `GET key` and `PTTL key` in one round trip. `Ok(None)`: no such key.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Fetched>, Error> {
         let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(key).cmd("PTTL").arg(key).ignore_errors();
+        // MULTI/EXEC: the PTTL is the one of the value we got.
+        pipe.atomic()
+            .cmd("GET")
+            .arg(key)
+            .cmd("PTTL")
+            .arg(key)
+            .ignore_errors();
         let replies: Vec<Value> = self
             .round_trip(|mut conn| async move { pipe.query_async(&mut conn).await })
             .await?;
@@ -103,7 +120,9 @@ impl Backend {
     /// not a string (MGET says nil, PTTL says it exists).
     pub async fn get_many(&self, keys: &[Bytes]) -> Result<Vec<Result<Option<Fetched>, Error>>, Error> {
         let mut pipe = redis::pipe();
-        pipe.cmd("MGET");
+        // MULTI/EXEC: each PTTL describes the value (or the nil) MGET saw,
+        // so "nil but exists" really means "not a string".
+        pipe.atomic().cmd("MGET");
         for key in keys {
             pipe.arg(&key[..]);
         }
@@ -115,6 +134,9 @@ impl Backend {
             .round_trip(|mut conn| async move { pipe.query_async(&mut conn).await })
             .await?;
         let mut replies = replies.into_iter();
+        if replies.len() != keys.len() + 1 {
+            return Err(self.unexpected(Value::Array(replies.collect())));
+        }
         let values = match replies.next() {
             Some(Value::Array(values)) if values.len() == keys.len() => values,
             Some(other) => return Err(self.unexpected(other)),
@@ -125,9 +147,10 @@ impl Backend {
             .zip(replies)
             .map(|(value, pttl)| match (value, pttl) {
                 (Value::Nil, Value::Int(-2)) => Ok(None),
-                (Value::Nil, _) => Err(Error::WrongType(
+                (Value::Nil, Value::Int(_)) => Err(Error::WrongType(
                     "WRONGTYPE Operation against a key holding the wrong kind of value".into(),
                 )),
+                (Value::Nil, other) => Err(self.unexpected(other)),
                 (Value::BulkString(v), pttl) => Ok(Some(Fetched {
                     value: Bytes::from(v),
                     pttl: pttl_of(pttl),
@@ -183,14 +206,14 @@ impl Backend {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let Some(conn) = self.connection() else {
+        let Some((epoch, conn)) = self.connection() else {
             self.metrics.backend_error("unavailable");
             return Err(Error::unavailable("not connected to Redis"));
         };
         self.metrics.backend_requests.inc();
         match tokio::time::timeout(self.timeout, request(conn)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.classify(e)),
+            Ok(Err(e)) => Err(self.classify(e, epoch)),
             Err(_) => {
                 self.metrics.backend_error("timeout");
                 Err(Error::Timeout(self.timeout))
@@ -198,17 +221,20 @@ impl Backend {
         }
     }
 
-    fn classify(&self, e: redis::RedisError) -> Error {
+    fn classify(&self, e: redis::RedisError, epoch: u64) -> Error {
         if e.is_io_error()
             || e.is_connection_dropped()
             || e.is_connection_refusal()
             || e.is_unrecoverable_error()
         {
             self.metrics.backend_error("unavailable");
-            self.set_ready(false);
-            // notify_waiters stores no permit, so a failure on an old connection
-            // cannot tear down the next one.
-            self.broken.notify_waiters();
+            if epoch == self.current_epoch() {
+                self.set_ready(false);
+                // notify_waiters stores no permit: a failure reported while
+                // the supervisor is between connections is not held against
+                // the next one.
+                self.broken.notify_waiters();
+            }
             Error::unavailable(e.to_string())
         } else if e.is_timeout() {
             self.metrics.backend_error("timeout");

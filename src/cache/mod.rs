@@ -73,6 +73,8 @@ impl Store {
     pub fn new(capacity: usize, max_bytes: Option<u64>, ttl: Duration) -> Self {
         // Slots are u32 indices with u32::MAX reserved.
         let capacity = capacity.min(u32::MAX as usize - 1);
+        // `now + ttl` must not overflow an Instant; a century is forever here.
+        let ttl = ttl.min(Duration::from_secs(100 * 365 * 24 * 3600));
         Store {
             map: HashMap::with_capacity(capacity.min(1 << 20)),
             nodes: Vec::new(),

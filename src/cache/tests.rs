@@ -312,3 +312,14 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_enormous_ttl_does_not_overflow_the_clock() {
+    let t0 = Instant::now();
+    let mut s = Store::new(2, None, Duration::MAX);
+    s.insert(b("k"), b("v"), t0, Duration::MAX);
+    assert_eq!(
+        get(&mut s, "k", t0 + Duration::from_secs(3600 * 24 * 365)),
+        Some(b("v"))
+    );
+}

@@ -47,6 +47,10 @@ enum Then {
     Close,
 }
 
+/// Unanswered input a client may have buffered, as Redis's
+/// client-query-buffer-limit: beyond it the connection is closed.
+const MAX_INPUT: usize = 1024 * 1024 * 1024;
+
 /// Output written before answering more, so that a client pipelining
 /// requests for large values without reading cannot grow it without bound.
 const FLUSH_AT: usize = 64 * 1024;
@@ -100,6 +104,11 @@ async fn answer_buffered(
             Ok(Some((request, used))) => {
                 input.advance(used);
                 request
+            }
+            Ok(None) if input.len() > MAX_INPUT => {
+                let reply = Reply::error("ERR Protocol error: query buffer over 1 GiB");
+                encode(&reply, session.proto, output);
+                return Then::Close;
             }
             Ok(None) => return Then::Continue,
             Err(e) => {

@@ -58,7 +58,7 @@ fn number(digits: &[u8], what: &str) -> Result<i64, ParseError> {
 }
 
 fn parse_array(buf: &[u8]) -> Result<Option<(Request, usize)>, ParseError> {
-    let Some((header, mut at)) = line(buf, 1) else {
+    let Some((header, first)) = line(buf, 1) else {
         return guard_unterminated(buf, 1, "multibulk");
     };
     let count = number(header, "multibulk")?;
@@ -66,33 +66,53 @@ fn parse_array(buf: &[u8]) -> Result<Option<(Request, usize)>, ParseError> {
         return err("invalid multibulk length");
     }
     if count <= 0 {
-        return Ok(Some((Request { args: Vec::new() }, at)));
+        return Ok(Some((Request { args: Vec::new() }, first)));
     }
-    let mut args = Vec::with_capacity(count.min(1024) as usize);
+    // First check the whole frame is here, copying nothing: a large frame
+    // arriving in many reads is re-checked on each, and must not be copied
+    // on each.
+    let mut at = first;
     for _ in 0..count {
-        match buf.get(at) {
+        match bulk(buf, at)? {
+            Some((_, next)) => at = next,
             None => return Ok(None),
-            Some(b'$') => {}
-            Some(&c) => return err(format!("expected '$', got '{}'", c as char)),
         }
-        let Some((digits, start)) = line(buf, at + 1) else {
-            return guard_unterminated(buf, at + 1, "bulk");
-        };
-        let len = number(digits, "bulk")?;
-        if len < 0 || len > MAX_BULK as i64 {
-            return err("invalid bulk length");
+    }
+    let mut args = Vec::with_capacity(count as usize);
+    let mut at = first;
+    while let Ok(Some((range, next))) = bulk(buf, at) {
+        args.push(Bytes::copy_from_slice(&buf[range]));
+        at = next;
+        if args.len() == count as usize {
+            break;
         }
-        let end = start + len as usize;
-        if buf.len() < end + 2 {
-            return Ok(None);
-        }
-        if &buf[end..end + 2] != b"\r\n" {
-            return err("expected CRLF after bulk string");
-        }
-        args.push(Bytes::copy_from_slice(&buf[start..end]));
-        at = end + 2;
     }
     Ok(Some((Request { args }, at)))
+}
+
+/// The bulk string at `at`: where its bytes are and where the next thing
+/// starts, or None if it is not all here yet.
+fn bulk(buf: &[u8], at: usize) -> Result<Option<(std::ops::Range<usize>, usize)>, ParseError> {
+    match buf.get(at) {
+        None => return Ok(None),
+        Some(b'$') => {}
+        Some(&c) => return err(format!("expected '$', got '{}'", c as char)),
+    }
+    let Some((digits, start)) = line(buf, at + 1) else {
+        return guard_unterminated(buf, at + 1, "bulk").map(|_| None);
+    };
+    let len = number(digits, "bulk")?;
+    if len < 0 || len > MAX_BULK as i64 {
+        return err("invalid bulk length");
+    }
+    let end = start + len as usize;
+    if buf.len() < end + 2 {
+        return Ok(None);
+    }
+    if &buf[end..end + 2] != b"\r\n" {
+        return err("expected CRLF after bulk string");
+    }
+    Ok(Some((start..end, end + 2)))
 }
 
 /// A length line that never ends is an error once it is longer than any

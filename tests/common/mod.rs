@@ -364,3 +364,12 @@ pub fn try_request(
 pub fn request(port: u16, method: &str, target: &[u8], headers: &[(&str, &str)]) -> Response {
     try_request(port, method, target, headers).expect("HTTP request")
 }
+
+/// True if nothing has arrived on `stream` yet (and it is still open).
+pub fn still_waiting(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let waiting = matches!(stream.peek(&mut byte), Err(e) if e.kind() == ErrorKind::WouldBlock);
+    stream.set_nonblocking(false).unwrap();
+    waiting
+}
