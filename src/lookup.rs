@@ -112,25 +112,35 @@ impl Lookup {
         slot.wait().await
     }
 
-    /// The values of `keys` in order (MGET). Hits come from the cache; the
-    /// missing keys that no one is fetching yet are fetched together, in one
-    /// round trip; those already in flight are waited on. A key holding a
-    /// non-string is `None`, as Redis's MGET has it.
-    pub async fn get_many(self: &Arc<Self>, keys: &[Bytes]) -> Result<Vec<Found>, Error> {
+    /// The values of `keys` in order, each with its own outcome (pipelined
+    /// GETs). Hits come from the cache; the missing keys that no one is
+    /// fetching yet are fetched together, in one round trip; those already
+    /// in flight are waited on.
+    pub async fn get_each(self: &Arc<Self>, keys: &[Bytes]) -> Vec<Result<Found, Error>> {
         let mut owned = Vec::new();
         let slots: Vec<Slot> = keys.iter().map(|k| self.begin(k.clone(), &mut owned)).collect();
         self.launch(owned);
         let mut found = Vec::with_capacity(slots.len());
         for slot in slots {
-            found.push(match slot.wait().await {
-                Err(Error::WrongType(_)) => Found {
+            found.push(slot.wait().await);
+        }
+        found
+    }
+
+    /// MGET: as [`Lookup::get_each`], but one failure fails it all, and a
+    /// key holding a non-string is `None`, as Redis's MGET has it.
+    pub async fn get_many(self: &Arc<Self>, keys: &[Bytes]) -> Result<Vec<Found>, Error> {
+        self.get_each(keys)
+            .await
+            .into_iter()
+            .map(|found| match found {
+                Err(Error::WrongType(_)) => Ok(Found {
                     value: None,
                     source: Source::Miss,
-                },
-                other => other?,
-            });
-        }
-        Ok(found)
+                }),
+                other => other,
+            })
+            .collect()
     }
 
     /// A hit, a flight to join, or a new flight (added to `owned`, for

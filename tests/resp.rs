@@ -527,3 +527,37 @@ fn large_pipelined_answers_arrive_whole_and_in_order() {
     }
     c.expect(&cmd(&[b"PING"]), b"+PONG\r\n");
 }
+
+#[test]
+fn pipelined_gets_that_miss_cost_one_redis_round_trip() {
+    let (redis, proxy) = setup(&[]);
+    let mut c = redis.conn();
+    for i in 0..50 {
+        redis::cmd("SET")
+            .arg(format!("p{i}"))
+            .arg(i)
+            .exec(&mut c)
+            .unwrap();
+    }
+    redis.cmd(&["RPUSH", "list", "x"]);
+    redis.cmd(&["CONFIG", "RESETSTAT"]);
+    let mut request = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..50 {
+        request.extend_from_slice(&cmd(&[b"GET", format!("p{i}").as_bytes()]));
+        expected.extend_from_slice(format!("${}\r\n{i}\r\n", i.to_string().len()).as_bytes());
+    }
+    request.extend_from_slice(&cmd(&[b"GET", b"absent"]));
+    expected.extend_from_slice(b"$-1\r\n");
+    request.extend_from_slice(&cmd(&[b"GET", b"list"]));
+    expected.extend_from_slice(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n");
+    let mut r = Resp::connect(proxy.resp);
+    r.expect(&request, &expected);
+    // One write of 52 commands is normally one read, so one MGET; a slow
+    // machine may split it into a few reads, each its own round trip.
+    let round_trips = redis.calls("get") + redis.calls("mget");
+    assert!(
+        (1..=3).contains(&round_trips),
+        "{round_trips} round trips for 52 pipelined GETs"
+    );
+}

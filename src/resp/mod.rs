@@ -89,6 +89,9 @@ pub async fn serve(app: Arc<App>, mut stream: TcpStream, shutdown: CancellationT
     }
 }
 
+/// Most commands taken from the buffer before they are answered.
+const MAX_BATCH: usize = 1024;
+
 /// Answers every complete command in `input`, in order, into `output`.
 async fn answer_buffered(
     app: &App,
@@ -96,45 +99,88 @@ async fn answer_buffered(
     input: &mut BytesMut,
     output: &mut BytesMut,
 ) -> Then {
-    // One --max-parallel slot for the batch, taken at its first command
-    // and given back before the (possibly slow) write to the client.
+    // One --max-parallel slot for everything buffered, taken at its first
+    // command and given back before the (possibly slow) write to the client.
     let mut permit: Option<SemaphorePermit<'_>> = None;
     loop {
-        let request = match parse(input) {
-            Ok(Some((request, used))) => {
-                input.advance(used);
-                request
+        let mut batch = Vec::new();
+        let mut failed = None;
+        let mut drained = false;
+        while batch.len() < MAX_BATCH {
+            match parse(input) {
+                Ok(Some((request, used))) => {
+                    input.advance(used);
+                    // An empty line or array is no command: Redis answers nothing.
+                    if !request.args.is_empty() {
+                        batch.push(request);
+                    }
+                }
+                Ok(None) => {
+                    if input.len() > MAX_INPUT {
+                        failed = Some("query buffer over 1 GiB".to_string());
+                    }
+                    drained = true;
+                    break;
+                }
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
             }
-            Ok(None) if input.len() > MAX_INPUT => {
-                let reply = Reply::error("ERR Protocol error: query buffer over 1 GiB");
-                encode(&reply, session.proto, output);
+        }
+        if !batch.is_empty() {
+            if permit.is_none() {
+                permit = Some(crate::http::acquire_slot(app).await);
+            }
+            if answer(app, session, batch, output).await == Then::Close {
                 return Then::Close;
             }
-            Ok(None) => return Then::Continue,
-            Err(e) => {
-                let reply = Reply::error(format!("ERR Protocol error: {e}"));
-                encode(&reply, session.proto, output);
-                app.resp_metrics.record(Outcome::ClientError, Instant::now());
-                return Then::Close;
-            }
-        };
-        if request.args.is_empty() {
-            continue; // an empty line or array: Redis answers nothing
         }
-        if permit.is_none() {
-            permit = Some(crate::http::acquire_slot(app).await);
+        if let Some(e) = failed {
+            encode(
+                &Reply::error(format!("ERR Protocol error: {e}")),
+                session.proto,
+                output,
+            );
+            app.resp_metrics.record(Outcome::ClientError, Instant::now());
+            return Then::Close;
         }
+        if drained {
+            return Then::Continue;
+        }
+        if output.len() >= FLUSH_AT {
+            return Then::Flush;
+        }
+    }
+}
+
+/// Answers `batch` in order. A run of pipelined GETs is looked up together,
+/// so their misses cost one Redis round trip (an MGET), not one each.
+async fn answer(app: &App, session: &mut Session, batch: Vec<Request>, output: &mut BytesMut) -> Then {
+    let is_get = |r: &Request| r.args.len() == 2 && is(&command_name(&r.args[0]), "GET");
+    let mut requests = batch.into_iter().peekable();
+    while let Some(request) = requests.next() {
         let start = Instant::now();
+        if session.authed && is_get(&request) && requests.peek().is_some_and(is_get) {
+            let mut keys = vec![request.args[1].clone()];
+            while let Some(next) = requests.next_if(is_get) {
+                keys.push(next.args[1].clone());
+            }
+            for found in app.lookup.get_each(&keys).await {
+                let (reply, outcome, _) = get_answer(found);
+                encode(&reply, session.proto, output);
+                app.resp_metrics.record(outcome, start);
+            }
+            continue;
+        }
         let (reply, outcome, then) = execute(app, session, request).await;
         encode(&reply, session.proto, output);
         app.resp_metrics.record(outcome, start);
         if then == Then::Close {
             return Then::Close;
         }
-        if output.len() >= FLUSH_AT {
-            return Then::Flush;
-        }
     }
+    Then::Continue
 }
 
 /// Upper-cased command name, for matching; names longer than any we know
@@ -278,7 +324,11 @@ fn backend_error(e: &Error) -> Answer {
 }
 
 async fn get(app: &App, key: Bytes) -> Answer {
-    match app.lookup.get(key).await {
+    get_answer(app.lookup.get(key).await)
+}
+
+fn get_answer(found: Result<Found, Error>) -> Answer {
+    match found {
         Ok(Found {
             value: Some(v),
             source,
