@@ -93,8 +93,12 @@ http_webdis=$(wrk_rps "http://127.0.0.1:$webdis_port/GET/hot")
 
 echo "RESP ..." >&2
 declare -A resp
-for w in hot rand; do
-  if [ "$w" = hot ]; then load=(GET hot); else load=(-t get -r 10000); fi
+for w in hot rand miss; do
+  case $w in
+    hot) load=(GET hot) ;;
+    rand) load=(-t get -r 10000) ;;
+    miss) load=(-t get -r 100000000) ;;  # absent keys: nil is never cached
+  esac
   # Warm the proxy's cache with one pass before measuring.
   bench_rps "$resp_port" 16 "${load[@]}" >/dev/null
   for p in 1 16; do
@@ -119,8 +123,12 @@ done
   echo "| redis-proxy \`/get/hot\` | $http_proxy | $(ratio "$http_proxy" "$http_webdis") |"
   echo "| webdis \`/GET/hot\` | $http_webdis | 1.00 |"
   echo
-  for w in hot rand; do
-    if [ "$w" = hot ]; then title='`GET hot` (one key)'; else title='`-t get -r 10000` (10,000 keys, all cached after warm-up)'; fi
+  for w in hot rand miss; do
+    case $w in
+      hot) title='`GET hot` (one key)' ;;
+      rand) title='`-t get -r 10000` (10,000 keys, all cached after warm-up)' ;;
+      miss) title='`-t get -r 100000000` (absent keys: every GET is a miss)' ;;
+    esac
     echo "## RESP: redis-benchmark $title, requests/s and ratio to Redis direct"
     echo
     echo "| server | -P 1 | ratio | -P 16 | ratio |"
