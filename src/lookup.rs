@@ -40,22 +40,44 @@ pub enum Source {
 type Outcome = Result<Option<Bytes>, Error>;
 type Flight = watch::Receiver<Option<Outcome>>;
 
+/// A Redis GET in progress for one key, and the generation it started
+/// under: only lookups that start under the same generation join it, so a
+/// read that follows a write never gets an answer read before that write.
+struct InFlight {
+    generation: u64,
+    flight: Flight,
+}
+
+/// The flights one lookup started and must launch: their keys, senders,
+/// and the generation they were registered under.
+struct NewFlights {
+    generation: u64,
+    keys: Vec<Bytes>,
+    senders: Vec<watch::Sender<Option<Outcome>>>,
+}
+
 /// One key of a lookup: answered already, or waiting on a flight.
 enum Slot {
     Ready(Found),
     Waiting(Flight),
 }
 
+/// Removes a task's flights however the task ends, panics included, so a
+/// key is never left joined to a flight that will not answer. Only its own:
+/// a newer flight for the same key may have replaced one of them.
 struct FlightGuard {
     lookup: Arc<Lookup>,
     keys: Vec<Bytes>,
+    flights: Vec<Flight>,
 }
 
 impl Drop for FlightGuard {
     fn drop(&mut self) {
         let mut flights = self.lookup.flights.lock();
-        for key in &self.keys {
-            flights.remove(key);
+        for (key, mine) in self.keys.iter().zip(&self.flights) {
+            if flights.get(key).is_some_and(|f| f.flight.same_channel(mine)) {
+                flights.remove(key);
+            }
         }
     }
 }
@@ -80,8 +102,8 @@ impl Slot {
 
 pub struct Lookup {
     store: Mutex<Store>,
-    flights: Mutex<HashMap<Bytes, Flight>>,
-    /// Bumped, under the store lock, by every write and invalidation. A
+    flights: Mutex<HashMap<Bytes, InFlight>>,
+    /// Bumped by every write (before it is sent and after it completes). A
     /// fetch that started under an older generation does not insert, so a
     /// GET that raced a write cannot put the old value back.
     generation: AtomicU64,
@@ -106,9 +128,9 @@ impl Lookup {
 
     /// The value of `key`, from the cache if held, else from Redis.
     pub async fn get(self: &Arc<Self>, key: Bytes) -> Result<Found, Error> {
-        let mut owned = Vec::new();
-        let slot = self.begin(key, &mut owned);
-        self.launch(owned);
+        let mut new = self.new_flights();
+        let slot = self.begin(key, &mut new);
+        self.launch(new);
         slot.wait().await
     }
 
@@ -117,9 +139,9 @@ impl Lookup {
     /// fetching yet are fetched together, in one round trip; those already
     /// in flight are waited on.
     pub async fn get_each(self: &Arc<Self>, keys: &[Bytes]) -> Vec<Result<Found, Error>> {
-        let mut owned = Vec::new();
-        let slots: Vec<Slot> = keys.iter().map(|k| self.begin(k.clone(), &mut owned)).collect();
-        self.launch(owned);
+        let mut new = self.new_flights();
+        let slots: Vec<Slot> = keys.iter().map(|k| self.begin(k.clone(), &mut new)).collect();
+        self.launch(new);
         let mut found = Vec::with_capacity(slots.len());
         for slot in slots {
             found.push(slot.wait().await);
@@ -143,17 +165,27 @@ impl Lookup {
             .collect()
     }
 
-    /// A hit, a flight to join, or a new flight (added to `owned`, for
+    fn new_flights(&self) -> NewFlights {
+        NewFlights {
+            generation: self.generation.load(Ordering::Acquire),
+            keys: Vec::new(),
+            senders: Vec::new(),
+        }
+    }
+
+    /// A hit, a flight to join, or a new flight (added to `new`, for
     /// [`Lookup::launch`] to start).
-    fn begin(&self, key: Bytes, owned: &mut Vec<(Bytes, watch::Sender<Option<Outcome>>)>) -> Slot {
+    fn begin(&self, key: Bytes, new: &mut NewFlights) -> Slot {
         if let Some(found) = self.cached(&key) {
             return Slot::Ready(found);
         }
         let mut flights = self.flights.lock();
-        if let Some(flight) = flights.get(&key) {
+        if let Some(f) = flights.get(&key)
+            && f.generation == new.generation
+        {
             self.metrics.singleflight_joins.inc();
             self.metrics.misses.inc();
-            return Slot::Waiting(flight.clone());
+            return Slot::Waiting(f.flight.clone());
         }
         if let Some(found) = self.cached(&key) {
             // A flight for this key finished between our two looks.
@@ -161,27 +193,32 @@ impl Lookup {
         }
         self.metrics.misses.inc();
         let (tx, rx) = watch::channel(None);
-        flights.insert(key.clone(), rx.clone());
-        owned.push((key, tx));
+        let entry = InFlight {
+            generation: new.generation,
+            flight: rx.clone(),
+        };
+        flights.insert(key.clone(), entry);
+        new.keys.push(key);
+        new.senders.push(tx);
         Slot::Waiting(rx)
     }
 
     /// Starts the Redis round trip for new flights, in a task of its own so
     /// that a client hanging up does not cancel it for the others.
-    fn launch(self: &Arc<Self>, owned: Vec<(Bytes, watch::Sender<Option<Outcome>>)>) {
-        if owned.is_empty() {
+    fn launch(self: &Arc<Self>, new: NewFlights) {
+        if new.keys.is_empty() {
             return;
         }
-        let keys: Vec<Bytes> = owned.iter().map(|(k, _)| k.clone()).collect();
-        // Removes the flights however the task ends, panics included, so a
-        // key is never left joined to a flight that will not answer.
         let guard = FlightGuard {
             lookup: Arc::clone(self),
-            keys,
+            flights: new.senders.iter().map(|tx| tx.subscribe()).collect(),
+            keys: new.keys,
         };
+        let generation = new.generation;
+        let senders = new.senders;
         tokio::spawn(async move {
-            let mut outcomes = guard.lookup.fetch(&guard.keys).await.into_iter();
-            for (_, tx) in owned {
+            let mut outcomes = guard.lookup.fetch(&guard.keys, generation).await.into_iter();
+            for tx in senders {
                 let outcome = outcomes
                     .next()
                     .unwrap_or_else(|| Err(Error::Reply("Redis sent fewer replies than keys".into())));
@@ -202,9 +239,8 @@ impl Lookup {
 
     /// One outcome per key: GET+PTTL for one key, MGET+PTTLs for several,
     /// one round trip either way. Values are inserted unless a write or
-    /// invalidation happened meanwhile.
-    async fn fetch(&self, keys: &[Bytes]) -> Vec<Outcome> {
-        let generation = self.generation.load(Ordering::Acquire);
+    /// invalidation happened since `generation` was read.
+    async fn fetch(&self, keys: &[Bytes], generation: u64) -> Vec<Outcome> {
         let sent = Instant::now();
         let fetched = match keys {
             [key] => vec![self.backend.get(key).await],

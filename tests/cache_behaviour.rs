@@ -118,3 +118,42 @@ fn fifty_concurrent_cold_gets_cost_one_redis_get() {
     assert_eq!(redis.calls("get"), 1);
     assert_eq!(proxy.metric("redis_proxy_singleflight_joins_total"), 49.0);
 }
+
+#[test]
+fn a_read_sent_after_a_write_does_not_join_a_read_from_before_it() {
+    let redis = RedisServer::start();
+    redis.set("k", "v0");
+    let proxy = Proxy::start_ready(
+        &redis,
+        &[
+            "--allow-writes",
+            "--max-parallel",
+            "16",
+            "--backend-timeout",
+            "10s",
+        ],
+    );
+    let backend_requests = || proxy.metric("redis_proxy_backend_requests_total");
+    redis.cmd(&["CLIENT", "PAUSE", "3000", "ALL"]);
+    // A: a read, held by the pause.
+    let mut a = common::HttpConn::connect(proxy.http).unwrap();
+    a.send("GET", b"/get/k", &[]).unwrap();
+    wait_for("A's GET to be sent", || (backend_requests() >= 1.0).then_some(()));
+    // B: a write, queued behind A's read at Redis.
+    let mut b = common::HttpConn::connect(proxy.http).unwrap();
+    b.send("GET", b"/set/k/v1", &[]).unwrap();
+    wait_for("B's SET to be sent", || (backend_requests() >= 2.0).then_some(()));
+    // C: a read sent after the write. Joining A's flight would answer v0;
+    // it must ask Redis itself, after B's SET.
+    let mut c = common::HttpConn::connect(proxy.http).unwrap();
+    c.send("GET", b"/get/k", &[]).unwrap();
+    wait_for("C's own GET to be sent", || {
+        (backend_requests() >= 3.0).then_some(())
+    });
+    assert!(common::still_waiting(&a.stream), "the pause ran out too early");
+    assert_eq!(a.read_response(false).unwrap().json()["value"], "v0");
+    assert_eq!(b.read_response(false).unwrap().status, 200);
+    assert_eq!(c.read_response(false).unwrap().json()["value"], "v1");
+    assert_eq!(proxy.metric("redis_proxy_singleflight_joins_total"), 0.0);
+    assert_eq!(proxy.get("/get/k").json()["value"], "v1");
+}
