@@ -514,15 +514,29 @@ fn the_redis_crate_async_client_works_in_resp2_and_resp3() {
 }
 
 #[test]
-fn large_pipelined_answers_arrive_whole_and_in_order() {
+fn a_client_that_does_not_read_is_not_answered_without_bound() {
     let (redis, proxy) = setup(&[]);
-    redis.set("big", "x".repeat(100_000));
+    let value = "x".repeat(1 << 20);
+    redis.set("big", &value);
+    let one = format!("$1048576\r\n{value}\r\n").into_bytes();
     let mut c = Resp::connect(proxy.resp);
-    // 200 GETs of a 100 kB value: 20 MB of answers to one write of requests.
-    let request: Vec<u8> = (0..200).flat_map(|_| cmd(&[b"GET", b"big"])).collect();
+    c.send(&cmd(&[b"GET", b"big"]));
+    assert!(c.read_exact(one.len()) == one);
+    // 300 GETs of a 1 MiB value, and no reading: answering them all at once
+    // would buffer 300 MiB. The proxy answers a few MiB ahead, then waits
+    // for the client to read.
+    let request: Vec<u8> = (0..300).flat_map(|_| cmd(&[b"GET", b"big"])).collect();
     c.send(&request);
-    let one = format!("$100000\r\n{}\r\n", "x".repeat(100_000)).into_bytes();
-    for _ in 0..200 {
+    let answered = || proxy.metric("redis_proxy_cache_hits_total");
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(
+            answered() < 150.0,
+            "{} answered while the client read nothing",
+            answered()
+        );
+    }
+    for _ in 0..300 {
         assert!(c.read_exact(one.len()) == one);
     }
     c.expect(&cmd(&[b"PING"]), b"+PONG\r\n");

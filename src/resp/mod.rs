@@ -9,6 +9,7 @@
 pub mod encode;
 pub mod parse;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -64,9 +65,10 @@ pub async fn serve(app: Arc<App>, mut stream: TcpStream, shutdown: CancellationT
         name: None,
     };
     let mut input = BytesMut::with_capacity(16 * 1024);
+    let mut pending = Pending::default();
     let mut output = BytesMut::with_capacity(16 * 1024);
     loop {
-        let then = answer_buffered(&app, &mut session, &mut input, &mut output).await;
+        let then = answer_buffered(&app, &mut session, &mut input, &mut pending, &mut output).await;
         if !output.is_empty() {
             if stream.write_all(&output).await.is_err() {
                 return;
@@ -92,78 +94,99 @@ pub async fn serve(app: Arc<App>, mut stream: TcpStream, shutdown: CancellationT
 /// Most commands taken from the buffer before they are answered.
 const MAX_BATCH: usize = 1024;
 
-/// Answers every complete command in `input`, in order, into `output`.
+/// Most pipelined GETs looked up together: bounds the answers produced
+/// between two checks of the output's size.
+const MAX_GET_RUN: usize = 64;
+
+/// Commands taken from the input and not answered yet, and a protocol error
+/// found after them.
+#[derive(Default)]
+struct Pending {
+    requests: VecDeque<Request>,
+    error: Option<String>,
+}
+
+/// Answers the complete commands in `input`, in order, into `output`, until
+/// the input holds no complete command (`Continue`), the output is full
+/// (`Flush`: write it and call again) or the connection must close.
 async fn answer_buffered(
     app: &App,
     session: &mut Session,
     input: &mut BytesMut,
+    pending: &mut Pending,
     output: &mut BytesMut,
 ) -> Then {
-    // One --max-parallel slot for everything buffered, taken at its first
+    // One --max-parallel slot for this stretch of work, taken at its first
     // command and given back before the (possibly slow) write to the client.
     let mut permit: Option<SemaphorePermit<'_>> = None;
     loop {
-        let mut batch = Vec::new();
-        let mut failed = None;
-        let mut drained = false;
-        while batch.len() < MAX_BATCH {
-            match parse(input) {
-                Ok(Some((request, used))) => {
-                    input.advance(used);
-                    // An empty line or array is no command: Redis answers nothing.
-                    if !request.args.is_empty() {
-                        batch.push(request);
-                    }
-                }
-                Ok(None) => {
-                    if input.len() > MAX_INPUT {
-                        failed = Some("query buffer over 1 GiB".to_string());
-                    }
-                    drained = true;
-                    break;
-                }
-                Err(e) => {
-                    failed = Some(e.to_string());
-                    break;
-                }
-            }
+        if pending.requests.is_empty() && pending.error.is_none() {
+            take_commands(input, pending);
         }
-        if !batch.is_empty() {
-            if permit.is_none() {
-                permit = Some(crate::http::acquire_slot(app).await);
-            }
-            if answer(app, session, batch, output).await == Then::Close {
+        if pending.requests.is_empty() {
+            if let Some(e) = pending.error.take() {
+                encode(
+                    &Reply::error(format!("ERR Protocol error: {e}")),
+                    session.proto,
+                    output,
+                );
+                app.resp_metrics.record(Outcome::ClientError, Instant::now());
                 return Then::Close;
             }
-        }
-        if let Some(e) = failed {
-            encode(
-                &Reply::error(format!("ERR Protocol error: {e}")),
-                session.proto,
-                output,
-            );
-            app.resp_metrics.record(Outcome::ClientError, Instant::now());
-            return Then::Close;
-        }
-        if drained {
             return Then::Continue;
         }
-        if output.len() >= FLUSH_AT {
-            return Then::Flush;
+        if permit.is_none() {
+            permit = Some(crate::http::acquire_slot(app).await);
+        }
+        match answer(app, session, &mut pending.requests, output).await {
+            Then::Continue => {}
+            then => return then,
         }
     }
 }
 
-/// Answers `batch` in order. A run of pipelined GETs is looked up together,
-/// so their misses cost one Redis round trip (an MGET), not one each.
-async fn answer(app: &App, session: &mut Session, batch: Vec<Request>, output: &mut BytesMut) -> Then {
+/// Moves up to MAX_BATCH complete commands from `input` to `pending`.
+fn take_commands(input: &mut BytesMut, pending: &mut Pending) {
+    while pending.requests.len() < MAX_BATCH {
+        match parse(input) {
+            Ok(Some((request, used))) => {
+                input.advance(used);
+                // An empty line or array is no command: Redis answers nothing.
+                if !request.args.is_empty() {
+                    pending.requests.push_back(request);
+                }
+            }
+            Ok(None) => {
+                if input.len() > MAX_INPUT {
+                    pending.error = Some("query buffer over 1 GiB".to_string());
+                }
+                return;
+            }
+            Err(e) => {
+                pending.error = Some(e.to_string());
+                return;
+            }
+        }
+    }
+}
+
+/// Answers pending commands in order until none are left or the output is
+/// full. A run of pipelined GETs is looked up together, so their misses
+/// cost one Redis round trip (an MGET), not one each.
+async fn answer(
+    app: &App,
+    session: &mut Session,
+    pending: &mut VecDeque<Request>,
+    output: &mut BytesMut,
+) -> Then {
     let is_get = |r: &Request| r.args.len() == 2 && is(&command_name(&r.args[0]), "GET");
-    let mut requests = batch.into_iter().peekable();
-    while let Some(request) = requests.next() {
+    while let Some(request) = pending.pop_front() {
         let start = Instant::now();
-        if session.authed && is_get(&request) && requests.peek().is_some_and(is_get) {
+        if session.authed && is_get(&request) && pending.front().is_some_and(is_get) {
             let mut keys = vec![request.args[1].clone()];
-            while let Some(next) = requests.next_if(is_get) {
+            while keys.len() < MAX_GET_RUN
+                && let Some(next) = pending.pop_front_if(|r| is_get(r))
+            {
                 keys.push(next.args[1].clone());
             }
             for found in app.lookup.get_each(&keys).await {
@@ -171,13 +194,16 @@ async fn answer(app: &App, session: &mut Session, batch: Vec<Request>, output: &
                 encode(&reply, session.proto, output);
                 app.resp_metrics.record(outcome, start);
             }
-            continue;
+        } else {
+            let (reply, outcome, then) = execute(app, session, request).await;
+            encode(&reply, session.proto, output);
+            app.resp_metrics.record(outcome, start);
+            if then == Then::Close {
+                return Then::Close;
+            }
         }
-        let (reply, outcome, then) = execute(app, session, request).await;
-        encode(&reply, session.proto, output);
-        app.resp_metrics.record(outcome, start);
-        if then == Then::Close {
-            return Then::Close;
+        if output.len() >= FLUSH_AT {
+            return Then::Flush;
         }
     }
     Then::Continue
