@@ -32,12 +32,14 @@ export REDIS_URL="redis://127.0.0.1:$port/0"
 # Not exec: the trap must run after the proxy exits. Forward TERM/INT to it.
 "$bin" "$@" &
 proxy_pid=$!
-trap 'kill -TERM "$proxy_pid" 2>/dev/null || true' TERM INT
+signalled=0
+trap 'signalled=1; kill -TERM "$proxy_pid" 2>/dev/null || true' TERM INT
 status=0
 wait "$proxy_pid" || status=$?
-# A signal caught by the trap ends `wait` early; wait for the drain to finish
-# and take the proxy's own exit status.
-if kill -0 "$proxy_pid" 2>/dev/null; then
+# A signal caught by the trap ends `wait` early: wait again for the drain to
+# finish and take the proxy's own exit status (bash keeps it even when the
+# proxy has already been reaped).
+if [ "$signalled" = 1 ]; then
   status=0
   wait "$proxy_pid" || status=$?
 fi

@@ -575,3 +575,39 @@ fn pipelined_gets_that_miss_cost_one_redis_round_trip() {
         "{round_trips} round trips for 52 pipelined GETs"
     );
 }
+
+#[test]
+fn a_read_only_redis_user_that_may_not_use_multi_still_works() {
+    let redis = RedisServer::start();
+    redis.set("k", "v");
+    redis.set("k2", "v2");
+    redis.cmd(&["RPUSH", "list", "x"]);
+    redis.cmd(&[
+        "ACL",
+        "SETUSER",
+        "reader",
+        "on",
+        ">pw",
+        "~*",
+        "+@read",
+        "+@connection",
+        "-@transaction",
+    ]);
+    let url = format!("redis://reader:pw@127.0.0.1:{}/0", redis.port);
+    let proxy = Proxy::start_url(&url, &[]);
+    proxy.wait_ready();
+    let r = proxy.get("/get/k");
+    assert_eq!(
+        (r.status, r.json()["value"].as_str()),
+        (200, Some("v")),
+        "{}",
+        r.text()
+    );
+    assert_eq!(proxy.get("/get/list").status, 409);
+    assert_eq!(proxy.get("/get/absent").status, 404);
+    let mut c = Resp::connect(proxy.resp);
+    c.expect(
+        &cmd(&[b"MGET", b"k2", b"absent", b"list"]),
+        b"*3\r\n$2\r\nv2\r\n$-1\r\n$-1\r\n",
+    );
+}

@@ -43,6 +43,8 @@ pub struct Backend {
     /// one.
     conn: RwLock<(u64, Option<MultiplexedConnection>)>,
     ready: AtomicBool,
+    /// Whether reads go in MULTI/EXEC; cleared if Redis refuses it.
+    atomic_reads: AtomicBool,
     broken: Notify,
     metrics: Arc<Metrics>,
 }
@@ -55,6 +57,7 @@ impl Backend {
             timeout,
             conn: RwLock::new((0, None)),
             ready: AtomicBool::new(false),
+            atomic_reads: AtomicBool::new(true),
             broken: Notify::new(),
             metrics,
         })
@@ -86,18 +89,34 @@ impl Backend {
         self.conn.read().expect("backend lock").0
     }
 
+    /// Read commands in one round trip: inside MULTI/EXEC where Redis
+    /// allows it (see [`probe_transactions`]), so that each PTTL describes
+    /// the value (or the nil) read with it, and "MGET says nil but PTTL says
+    /// it exists" really means "not a string". Without it (an ACL user
+    /// limited to `+@read`, say) the PTTL may be a moment younger than the
+    /// value, which costs at most a slightly early expiry.
+    ///
+    /// Returns the replies and whether they were read in a transaction.
+    async fn read(&self, build: impl Fn(&mut redis::Pipeline)) -> Result<(Vec<Value>, bool), Error> {
+        let atomic = self.atomic_reads.load(Ordering::Relaxed);
+        let mut pipe = redis::pipe();
+        if atomic {
+            pipe.atomic();
+        }
+        build(&mut pipe);
+        pipe.ignore_errors();
+        let replies = self
+            .round_trip(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await?;
+        Ok((replies, atomic))
+    }
+
     /// `GET key` and `PTTL key` in one round trip. `Ok(None)`: no such key.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Fetched>, Error> {
-        let mut pipe = redis::pipe();
-        // MULTI/EXEC: the PTTL is the one of the value we got.
-        pipe.atomic()
-            .cmd("GET")
-            .arg(key)
-            .cmd("PTTL")
-            .arg(key)
-            .ignore_errors();
-        let replies: Vec<Value> = self
-            .round_trip(|mut conn| async move { pipe.query_async(&mut conn).await })
+        let (replies, _) = self
+            .read(|pipe| {
+                pipe.cmd("GET").arg(key).cmd("PTTL").arg(key);
+            })
             .await?;
         let [value, pttl] = <[Value; 2]>::try_from(replies)
             .map_err(|r| Error::Reply(format!("expected 2 replies to GET+PTTL, got {}", r.len()).into()))?;
@@ -119,19 +138,16 @@ impl Backend {
     /// `Ok(None)` for no such key, `WrongType` for a key that exists but is
     /// not a string (MGET says nil, PTTL says it exists).
     pub async fn get_many(&self, keys: &[Bytes]) -> Result<Vec<Result<Option<Fetched>, Error>>, Error> {
-        let mut pipe = redis::pipe();
-        // MULTI/EXEC: each PTTL describes the value (or the nil) MGET saw,
-        // so "nil but exists" really means "not a string".
-        pipe.atomic().cmd("MGET");
-        for key in keys {
-            pipe.arg(&key[..]);
-        }
-        for key in keys {
-            pipe.cmd("PTTL").arg(&key[..]);
-        }
-        pipe.ignore_errors();
-        let replies: Vec<Value> = self
-            .round_trip(|mut conn| async move { pipe.query_async(&mut conn).await })
+        let (replies, atomic) = self
+            .read(|pipe| {
+                pipe.cmd("MGET");
+                for key in keys {
+                    pipe.arg(&key[..]);
+                }
+                for key in keys {
+                    pipe.cmd("PTTL").arg(&key[..]);
+                }
+            })
             .await?;
         let mut replies = replies.into_iter();
         if replies.len() != keys.len() + 1 {
@@ -147,6 +163,9 @@ impl Backend {
             .zip(replies)
             .map(|(value, pttl)| match (value, pttl) {
                 (Value::Nil, Value::Int(-2)) => Ok(None),
+                // Outside a transaction the key may have been created
+                // between the two reads: nil is all MGET said.
+                (Value::Nil, Value::Int(_)) if !atomic => Ok(None),
                 (Value::Nil, Value::Int(_)) => Err(Error::WrongType(
                     "WRONGTYPE Operation against a key holding the wrong kind of value".into(),
                 )),
@@ -258,6 +277,20 @@ impl Backend {
                 _ = shutdown.cancelled() => return,
                 r = attempt => r,
             };
+            let conn = match conn {
+                Ok(mut conn) => match tokio::time::timeout(self.timeout, probe_transactions(&mut conn)).await
+                {
+                    Ok(Ok(atomic)) => {
+                        if !atomic {
+                            tracing::warn!(target: "backend", "Redis refuses MULTI/EXEC; reading without it");
+                        }
+                        self.atomic_reads.store(atomic, Ordering::Relaxed);
+                        Ok(conn)
+                    }
+                    _ => Err("the MULTI/EXEC probe failed".to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
             match conn {
                 Ok(conn) => {
                     tracing::info!(target: "backend", "connected to Redis");
@@ -320,6 +353,22 @@ impl Backend {
                 }
             }
         }
+    }
+}
+
+/// Whether this connection may use MULTI/EXEC: MULTI then DISCARD, on a
+/// connection nobody else uses yet. Probing beats finding out from a failed
+/// read: redis-rs 1.8 mishandles an atomic pipeline whose MULTI is refused
+/// (an arithmetic overflow in its reply bookkeeping). `Err`: the connection
+/// was left inside a transaction and must not be used.
+async fn probe_transactions(conn: &mut MultiplexedConnection) -> Result<bool, ()> {
+    match redis::cmd("MULTI").query_async::<Value>(conn).await {
+        Ok(Value::Okay) => {}
+        _ => return Ok(false),
+    }
+    match redis::cmd("DISCARD").query_async::<Value>(conn).await {
+        Ok(Value::Okay) => Ok(true),
+        _ => Err(()),
     }
 }
 
