@@ -8,6 +8,7 @@
 //! own task, so a client that hangs up does not cancel it for the others.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -48,12 +49,49 @@ struct InFlight {
     flight: Flight,
 }
 
-/// The flights one lookup started and must launch: their keys, senders,
-/// and the generation they were registered under.
+/// The flights one lookup started and must launch: their keys, the
+/// generation each was registered under, and their senders.
+#[derive(Default)]
 struct NewFlights {
-    generation: u64,
     keys: Vec<Bytes>,
+    generations: Vec<u64>,
     senders: Vec<watch::Sender<Option<Outcome>>>,
+}
+
+/// Write generations, one counter per shard of the key space. A write bumps
+/// its key's counter before it is sent and after it completes; a fetch that
+/// saw an older value of its key's counter does not insert, so a GET that
+/// raced a write cannot put the old value back. Sharding keeps a write to
+/// one key from stopping misses on all the others from being cached.
+struct Generations {
+    shards: Box<[AtomicU64]>,
+}
+
+impl Generations {
+    const SHARDS: usize = 1024;
+
+    fn new() -> Self {
+        Generations {
+            shards: (0..Self::SHARDS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn of(&self, key: &[u8]) -> &AtomicU64 {
+        // A fixed hash: a client that makes its keys collide only makes its
+        // own misses less often cached.
+        let mut h = std::hash::DefaultHasher::new();
+        key.hash(&mut h);
+        &self.shards[h.finish() as usize % Self::SHARDS]
+    }
+
+    fn get(&self, key: &[u8]) -> u64 {
+        self.of(key).load(Ordering::Acquire)
+    }
+
+    /// Bumps `key`'s counter and returns its new value.
+    fn bump(&self, key: &[u8]) -> u64 {
+        self.of(key).fetch_add(1, Ordering::AcqRel) + 1
+    }
 }
 
 /// One key of a lookup: answered already, or waiting on a flight.
@@ -103,10 +141,7 @@ impl Slot {
 pub struct Lookup {
     store: Mutex<Store>,
     flights: Mutex<HashMap<Bytes, InFlight>>,
-    /// Bumped by every write (before it is sent and after it completes). A
-    /// fetch that started under an older generation does not insert, so a
-    /// GET that raced a write cannot put the old value back.
-    generation: AtomicU64,
+    generations: Generations,
     backend: Arc<Backend>,
     metrics: Arc<Metrics>,
 }
@@ -116,7 +151,7 @@ impl Lookup {
         Lookup {
             store: Mutex::new(store),
             flights: Mutex::new(HashMap::new()),
-            generation: AtomicU64::new(0),
+            generations: Generations::new(),
             backend,
             metrics,
         }
@@ -128,7 +163,7 @@ impl Lookup {
 
     /// The value of `key`, from the cache if held, else from Redis.
     pub async fn get(self: &Arc<Self>, key: Bytes) -> Result<Found, Error> {
-        let mut new = self.new_flights();
+        let mut new = NewFlights::default();
         let slot = self.begin(key, &mut new);
         self.launch(new);
         slot.wait().await
@@ -139,7 +174,7 @@ impl Lookup {
     /// fetching yet are fetched together, in one round trip; those already
     /// in flight are waited on.
     pub async fn get_each(self: &Arc<Self>, keys: &[Bytes]) -> Vec<Result<Found, Error>> {
-        let mut new = self.new_flights();
+        let mut new = NewFlights::default();
         let slots: Vec<Slot> = keys.iter().map(|k| self.begin(k.clone(), &mut new)).collect();
         self.launch(new);
         let mut found = Vec::with_capacity(slots.len());
@@ -165,23 +200,16 @@ impl Lookup {
             .collect()
     }
 
-    fn new_flights(&self) -> NewFlights {
-        NewFlights {
-            generation: self.generation.load(Ordering::Acquire),
-            keys: Vec::new(),
-            senders: Vec::new(),
-        }
-    }
-
     /// A hit, a flight to join, or a new flight (added to `new`, for
     /// [`Lookup::launch`] to start).
     fn begin(&self, key: Bytes, new: &mut NewFlights) -> Slot {
         if let Some(found) = self.cached(&key) {
             return Slot::Ready(found);
         }
+        let generation = self.generations.get(&key);
         let mut flights = self.flights.lock();
         if let Some(f) = flights.get(&key)
-            && f.generation == new.generation
+            && f.generation == generation
         {
             self.metrics.singleflight_joins.inc();
             self.metrics.misses.inc();
@@ -194,11 +222,12 @@ impl Lookup {
         self.metrics.misses.inc();
         let (tx, rx) = watch::channel(None);
         let entry = InFlight {
-            generation: new.generation,
+            generation,
             flight: rx.clone(),
         };
         flights.insert(key.clone(), entry);
         new.keys.push(key);
+        new.generations.push(generation);
         new.senders.push(tx);
         Slot::Waiting(rx)
     }
@@ -214,10 +243,10 @@ impl Lookup {
             flights: new.senders.iter().map(|tx| tx.subscribe()).collect(),
             keys: new.keys,
         };
-        let generation = new.generation;
+        let generations = new.generations;
         let senders = new.senders;
         tokio::spawn(async move {
-            let mut outcomes = guard.lookup.fetch(&guard.keys, generation).await.into_iter();
+            let mut outcomes = guard.lookup.fetch(&guard.keys, &generations).await.into_iter();
             for tx in senders {
                 let outcome = outcomes
                     .next()
@@ -239,8 +268,8 @@ impl Lookup {
 
     /// One outcome per key: GET+PTTL for one key, MGET+PTTLs for several,
     /// one round trip either way. Values are inserted unless a write or
-    /// invalidation happened since `generation` was read.
-    async fn fetch(&self, keys: &[Bytes], generation: u64) -> Vec<Outcome> {
+    /// invalidation of that key happened since its generation was read.
+    async fn fetch(&self, keys: &[Bytes], generations: &[u64]) -> Vec<Outcome> {
         let sent = Instant::now();
         let fetched = match keys {
             [key] => vec![self.backend.get(key).await],
@@ -251,10 +280,10 @@ impl Lookup {
         };
         let now = Instant::now();
         self.with_store(|s| {
-            if self.generation.load(Ordering::Acquire) != generation {
-                return;
-            }
-            for (key, f) in keys.iter().zip(&fetched) {
+            for ((key, f), &generation) in keys.iter().zip(&fetched).zip(generations) {
+                if self.generations.get(key) != generation {
+                    continue;
+                }
                 if let Ok(Some(f)) = f {
                     // Redis measured the PTTL somewhere between `sent` and
                     // `now`; counting it from `sent` keeps our expiry no
@@ -278,10 +307,10 @@ impl Lookup {
     /// applied them in either order) or the write failed (Redis may or may
     /// not have it): then the key is dropped, and the next read asks Redis.
     pub async fn set(&self, key: Bytes, value: Bytes) -> Result<(), Error> {
-        let before = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let before = self.generations.bump(&key);
         let result = self.backend.set(&key, &value).await;
         self.with_store(|s| {
-            let alone = self.generation.fetch_add(1, Ordering::AcqRel) == before;
+            let alone = self.generations.bump(&key) == before + 1;
             if alone && result.is_ok() {
                 s.insert(key, value, Instant::now(), Duration::MAX);
             } else {
@@ -295,11 +324,13 @@ impl Lookup {
     /// DEL, …). `keys` are dropped from the cache whatever the outcome, and
     /// reads or writes in flight meanwhile do not insert.
     pub async fn write_through(&self, args: &[Bytes], keys: &[Bytes]) -> Result<redis::Value, Error> {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        for key in keys {
+            self.generations.bump(key);
+        }
         let result = self.backend.forward(args).await;
         self.with_store(|s| {
-            self.generation.fetch_add(1, Ordering::AcqRel);
             for key in keys {
+                self.generations.bump(key);
                 s.remove(key);
             }
         });

@@ -157,3 +157,31 @@ fn a_read_sent_after_a_write_does_not_join_a_read_from_before_it() {
     assert_eq!(proxy.metric("redis_proxy_singleflight_joins_total"), 0.0);
     assert_eq!(proxy.get("/get/k").json()["value"], "v1");
 }
+
+#[test]
+fn a_write_to_one_key_does_not_stop_a_miss_on_another_from_being_cached() {
+    let redis = RedisServer::start();
+    redis.set("k1", "v1");
+    let proxy = Proxy::start_ready(
+        &redis,
+        &[
+            "--allow-writes",
+            "--max-parallel",
+            "16",
+            "--backend-timeout",
+            "10s",
+        ],
+    );
+    let backend_requests = || proxy.metric("redis_proxy_backend_requests_total");
+    redis.cmd(&["CLIENT", "PAUSE", "3000", "ALL"]);
+    let mut read = common::HttpConn::connect(proxy.http).unwrap();
+    read.send("GET", b"/get/k1", &[]).unwrap();
+    wait_for("the GET to be sent", || (backend_requests() >= 1.0).then_some(()));
+    let mut write = common::HttpConn::connect(proxy.http).unwrap();
+    write.send("GET", b"/set/k2/x", &[]).unwrap();
+    wait_for("the SET to be sent", || (backend_requests() >= 2.0).then_some(()));
+    assert!(common::still_waiting(&read.stream), "the pause ran out too early");
+    assert_eq!(read.read_response(false).unwrap().cache(), "MISS");
+    assert_eq!(write.read_response(false).unwrap().status, 200);
+    assert_eq!(proxy.get("/get/k1").cache(), "HIT");
+}
