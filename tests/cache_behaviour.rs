@@ -133,23 +133,20 @@ fn a_read_sent_after_a_write_does_not_join_a_read_from_before_it() {
             "10s",
         ],
     );
-    let backend_requests = || proxy.metric("redis_proxy_backend_requests_total");
     redis.cmd(&["CLIENT", "PAUSE", "3000", "ALL"]);
     // A: a read, held by the pause.
     let mut a = common::HttpConn::connect(proxy.http).unwrap();
     a.send("GET", b"/get/k", &[]).unwrap();
-    wait_for("A's GET to be sent", || (backend_requests() >= 1.0).then_some(()));
+    proxy.wait_backend_requests(1, "A's GET to be sent");
     // B: a write, queued behind A's read at Redis.
     let mut b = common::HttpConn::connect(proxy.http).unwrap();
     b.send("GET", b"/set/k/v1", &[]).unwrap();
-    wait_for("B's SET to be sent", || (backend_requests() >= 2.0).then_some(()));
+    proxy.wait_backend_requests(2, "B's SET to be sent");
     // C: a read sent after the write. Joining A's flight would answer v0;
     // it must ask Redis itself, after B's SET.
     let mut c = common::HttpConn::connect(proxy.http).unwrap();
     c.send("GET", b"/get/k", &[]).unwrap();
-    wait_for("C's own GET to be sent", || {
-        (backend_requests() >= 3.0).then_some(())
-    });
+    proxy.wait_backend_requests(3, "C's own GET to be sent");
     assert!(common::still_waiting(&a.stream), "the pause ran out too early");
     assert_eq!(a.read_response(false).unwrap().json()["value"], "v0");
     assert_eq!(b.read_response(false).unwrap().status, 200);
@@ -172,14 +169,13 @@ fn a_write_to_one_key_does_not_stop_a_miss_on_another_from_being_cached() {
             "10s",
         ],
     );
-    let backend_requests = || proxy.metric("redis_proxy_backend_requests_total");
     redis.cmd(&["CLIENT", "PAUSE", "3000", "ALL"]);
     let mut read = common::HttpConn::connect(proxy.http).unwrap();
     read.send("GET", b"/get/k1", &[]).unwrap();
-    wait_for("the GET to be sent", || (backend_requests() >= 1.0).then_some(()));
+    proxy.wait_backend_requests(1, "the GET to be sent");
     let mut write = common::HttpConn::connect(proxy.http).unwrap();
     write.send("GET", b"/set/k2/x", &[]).unwrap();
-    wait_for("the SET to be sent", || (backend_requests() >= 2.0).then_some(()));
+    proxy.wait_backend_requests(2, "the SET to be sent");
     assert!(common::still_waiting(&read.stream), "the pause ran out too early");
     assert_eq!(read.read_response(false).unwrap().cache(), "MISS");
     assert_eq!(write.read_response(false).unwrap().status, 200);

@@ -80,9 +80,7 @@ fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     redis.cmd(&["CLIENT", "PAUSE", "3000", "ALL"]);
     let mut in_flight = HttpConn::connect(proxy.http).unwrap();
     in_flight.send("GET", b"/get/slow", &[]).unwrap();
-    wait_for("the request to reach Redis", || {
-        (proxy.metric("redis_proxy_backend_requests_total") >= 1.0).then_some(())
-    });
+    proxy.wait_backend_requests(1, "the request to reach Redis");
     assert!(
         common::still_waiting(&in_flight.stream),
         "the pause ran out before SIGTERM"

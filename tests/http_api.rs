@@ -4,13 +4,7 @@ mod common;
 
 use std::io::Write;
 
-use common::{HttpConn, Proxy, RedisServer, request};
-
-fn setup(args: &[&str]) -> (RedisServer, Proxy) {
-    let redis = RedisServer::start();
-    let proxy = Proxy::start_ready(&redis, args);
-    (redis, proxy)
-}
+use common::{HttpConn, request, setup};
 
 #[test]
 fn get_returns_json_then_hits() {

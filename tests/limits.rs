@@ -76,9 +76,7 @@ fn max_parallel_1_works_on_one_request_at_a_time_in_arrival_order() {
     // on the redis-server 7.0 this was written against.)
     redis.cmd(&["CLIENT", "PAUSE", "5000", "ALL"]);
     let mut slow = send(proxy.http, "/get/slow");
-    wait_for("the miss to reach Redis", || {
-        (proxy.metric("redis_proxy_backend_requests_total") >= 2.0).then_some(())
-    });
+    proxy.wait_backend_requests(2, "the miss to reach Redis");
 
     // A hit arriving after it waits its turn instead of being answered.
     let mut hit = send(proxy.http, "/get/cached");
@@ -115,9 +113,7 @@ fn with_more_slots_a_hit_does_not_wait_for_a_slow_miss() {
     assert_eq!(proxy.get("/get/cached").status, 200);
     redis.cmd(&["CLIENT", "PAUSE", "5000", "ALL"]);
     let mut slow = send(proxy.http, "/get/slow");
-    wait_for("the miss to reach Redis", || {
-        (proxy.metric("redis_proxy_backend_requests_total") >= 2.0).then_some(())
-    });
+    proxy.wait_backend_requests(2, "the miss to reach Redis");
     let r = proxy.get("/get/cached");
     assert_eq!(r.cache(), "HIT");
     assert!(

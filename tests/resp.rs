@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 
-use common::{Proxy, RedisServer, wait_for};
+use common::{Proxy, RedisServer, setup};
 
 struct Resp {
     stream: TcpStream,
@@ -74,12 +74,6 @@ fn cmd(args: &[&[u8]]) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     out
-}
-
-fn setup(args: &[&str]) -> (RedisServer, Proxy) {
-    let redis = RedisServer::start();
-    let proxy = Proxy::start_ready(&redis, args);
-    (redis, proxy)
 }
 
 #[test]
@@ -407,9 +401,7 @@ fn sigterm_lets_a_resp_request_in_flight_finish() {
     let mut c = Resp::connect(proxy.resp);
     redis.cmd(&["CLIENT", "PAUSE", "3000", "ALL"]);
     c.send(&cmd(&[b"GET", b"slow"]));
-    wait_for("the GET to reach Redis", || {
-        (proxy.metric("redis_proxy_backend_requests_total") >= 1.0).then_some(())
-    });
+    proxy.wait_backend_requests(1, "the GET to reach Redis");
     assert!(
         common::still_waiting(&c.stream),
         "the pause ran out before SIGTERM"

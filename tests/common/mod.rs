@@ -39,6 +39,13 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A fresh redis-server and a proxy in front of it, connected.
+pub fn setup(args: &[&str]) -> (RedisServer, Proxy) {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start_ready(&redis, args);
+    (redis, proxy)
+}
+
 pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
@@ -182,6 +189,14 @@ impl Proxy {
         let proxy = Self::start(redis, args);
         proxy.wait_ready();
         proxy
+    }
+
+    /// Waits until the proxy has sent `n` requests to Redis in all: how a
+    /// test knows a request it sent is now waiting on Redis.
+    pub fn wait_backend_requests(&self, n: u64, what: &str) {
+        wait_for(what, || {
+            (self.metric("redis_proxy_backend_requests_total") >= n as f64).then_some(())
+        });
     }
 
     pub fn wait_ready(&self) {
