@@ -102,10 +102,6 @@ impl Store {
         self.bytes
     }
 
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     /// The value for `key` if present and unexpired; marks it most recently
     /// read. Reading never extends its expiry.
     pub fn get(&mut self, key: &[u8], now: Instant) -> Option<Hit> {

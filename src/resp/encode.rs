@@ -40,10 +40,6 @@ impl Reply {
     pub fn bulk(s: impl Into<Bytes>) -> Reply {
         Reply::Bulk(s.into())
     }
-
-    pub fn is_error(&self) -> bool {
-        matches!(self, Reply::Error(_))
-    }
 }
 
 pub fn encode(reply: &Reply, proto: Proto, out: &mut BytesMut) {
