@@ -119,34 +119,42 @@ fn fifty_concurrent_cold_gets_cost_one_redis_get() {
     assert_eq!(proxy.metric("redis_proxy_singleflight_joins_total"), 49.0);
 }
 
+/// A proxy with writes on and room for concurrent requests, in front of a
+/// Redis paused for 3 s, so that requests sent now wait on Redis.
+fn paused_writable_proxy(redis: &RedisServer) -> Proxy {
+    let args = [
+        "--allow-writes",
+        "--max-parallel",
+        "16",
+        "--backend-timeout",
+        "10s",
+    ];
+    let proxy = Proxy::start_ready(redis, &args);
+    redis.cmd(&["CLIENT", "PAUSE", "3000", "ALL"]);
+    proxy
+}
+
+/// Sends `GET target` on a new connection and waits until the proxy has
+/// sent its `n`-th request to Redis: this one, now held by the pause.
+fn send_to_redis(proxy: &Proxy, target: &str, n: u64) -> common::HttpConn {
+    let mut c = common::HttpConn::connect(proxy.http).unwrap();
+    c.send("GET", target.as_bytes(), &[]).unwrap();
+    proxy.wait_backend_requests(n, &format!("{target} to reach Redis"));
+    c
+}
+
 #[test]
 fn a_read_sent_after_a_write_does_not_join_a_read_from_before_it() {
     let redis = RedisServer::start();
     redis.set("k", "v0");
-    let proxy = Proxy::start_ready(
-        &redis,
-        &[
-            "--allow-writes",
-            "--max-parallel",
-            "16",
-            "--backend-timeout",
-            "10s",
-        ],
-    );
-    redis.cmd(&["CLIENT", "PAUSE", "3000", "ALL"]);
+    let proxy = paused_writable_proxy(&redis);
     // A: a read, held by the pause.
-    let mut a = common::HttpConn::connect(proxy.http).unwrap();
-    a.send("GET", b"/get/k", &[]).unwrap();
-    proxy.wait_backend_requests(1, "A's GET to be sent");
+    let mut a = send_to_redis(&proxy, "/get/k", 1);
     // B: a write, queued behind A's read at Redis.
-    let mut b = common::HttpConn::connect(proxy.http).unwrap();
-    b.send("GET", b"/set/k/v1", &[]).unwrap();
-    proxy.wait_backend_requests(2, "B's SET to be sent");
+    let mut b = send_to_redis(&proxy, "/set/k/v1", 2);
     // C: a read sent after the write. Joining A's flight would answer v0;
     // it must ask Redis itself, after B's SET.
-    let mut c = common::HttpConn::connect(proxy.http).unwrap();
-    c.send("GET", b"/get/k", &[]).unwrap();
-    proxy.wait_backend_requests(3, "C's own GET to be sent");
+    let mut c = send_to_redis(&proxy, "/get/k", 3);
     assert!(common::still_waiting(&a.stream), "the pause ran out too early");
     assert_eq!(a.read_response(false).unwrap().json()["value"], "v0");
     assert_eq!(b.read_response(false).unwrap().status, 200);
@@ -159,23 +167,9 @@ fn a_read_sent_after_a_write_does_not_join_a_read_from_before_it() {
 fn a_write_to_one_key_does_not_stop_a_miss_on_another_from_being_cached() {
     let redis = RedisServer::start();
     redis.set("k1", "v1");
-    let proxy = Proxy::start_ready(
-        &redis,
-        &[
-            "--allow-writes",
-            "--max-parallel",
-            "16",
-            "--backend-timeout",
-            "10s",
-        ],
-    );
-    redis.cmd(&["CLIENT", "PAUSE", "3000", "ALL"]);
-    let mut read = common::HttpConn::connect(proxy.http).unwrap();
-    read.send("GET", b"/get/k1", &[]).unwrap();
-    proxy.wait_backend_requests(1, "the GET to be sent");
-    let mut write = common::HttpConn::connect(proxy.http).unwrap();
-    write.send("GET", b"/set/k2/x", &[]).unwrap();
-    proxy.wait_backend_requests(2, "the SET to be sent");
+    let proxy = paused_writable_proxy(&redis);
+    let mut read = send_to_redis(&proxy, "/get/k1", 1);
+    let mut write = send_to_redis(&proxy, "/set/k2/x", 2);
     assert!(common::still_waiting(&read.stream), "the pause ran out too early");
     assert_eq!(read.read_response(false).unwrap().cache(), "MISS");
     assert_eq!(write.read_response(false).unwrap().status, 200);

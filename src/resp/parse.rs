@@ -189,9 +189,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
                         i += 1;
                     }
                 }
-                if line.get(i).is_some_and(|c| !c.is_ascii_whitespace()) {
-                    return None;
-                }
+                blank_or_end(line, i)?;
             }
             b'\'' => {
                 i += 1;
@@ -208,9 +206,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
                         i += 1;
                     }
                 }
-                if line.get(i).is_some_and(|c| !c.is_ascii_whitespace()) {
-                    return None;
-                }
+                blank_or_end(line, i)?;
             }
             _ => {
                 while i < line.len() && !line[i].is_ascii_whitespace() {
@@ -221,6 +217,11 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
         }
         args.push(Bytes::from(word));
     }
+}
+
+/// A closing quote must be followed by a blank or the end of the line.
+fn blank_or_end(line: &[u8], i: usize) -> Option<()> {
+    line.get(i).is_none_or(|c| c.is_ascii_whitespace()).then_some(())
 }
 
 fn hex(b: u8) -> Option<u8> {
