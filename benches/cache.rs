@@ -9,7 +9,8 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use redis_proxy::backend::Backend;
 use redis_proxy::cache::Store;
-use redis_proxy::lookup::Lookup;
+use redis_proxy::config::Invalidation;
+use redis_proxy::lookup::{Local, Lookup};
 use redis_proxy::metrics::Metrics;
 
 const TTL: Duration = Duration::from_secs(3600);
@@ -60,10 +61,19 @@ fn lookup_hit(c: &mut Criterion) {
     let n = 10_000;
     let ks = keys(n);
     let metrics = Arc::new(Metrics::new());
+    let local = Arc::new(Local::new(filled(n, &ks, Instant::now()), metrics.clone()));
     // Never connected: a hit must not need Redis.
-    let backend = Backend::new("redis://127.0.0.1:1/0", Duration::from_secs(1), metrics.clone()).unwrap();
-    let store = filled(n, &ks, Instant::now());
-    let lookup = Arc::new(Lookup::new(store, Arc::new(backend), metrics));
+    let url = "redis://127.0.0.1:1/0";
+    let timeout = Duration::from_secs(1);
+    let backend = Backend::new(
+        url,
+        timeout,
+        Invalidation::Tracking,
+        local.clone(),
+        metrics.clone(),
+    )
+    .unwrap();
+    let lookup = Arc::new(Lookup::new(local, Arc::new(backend), metrics));
     let mut i = 0;
     c.bench_function("lookup/get_hit", |b| {
         b.iter(|| {

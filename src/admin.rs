@@ -25,7 +25,7 @@ pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bod
         "/readyz" => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
-            "not ready: Redis is unreachable\n".to_string(),
+            "not ready: Redis is unreachable or refuses CLIENT TRACKING\n".to_string(),
         ),
         _ => (
             StatusCode::NOT_FOUND,

@@ -56,6 +56,11 @@ pub struct Config {
     #[arg(long, env = "MAX_PARALLEL", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_parallel: Option<u32>,
 
+    /// How the cache stays coherent with Redis: `tracking` (CLIENT TRACKING:
+    /// Redis says which keys changed; needs Redis 6+) or `ttl` (expiry only).
+    #[arg(long, env = "INVALIDATION", default_value = "tracking")]
+    pub invalidation: Invalidation,
+
     /// Time allowed for one Redis round trip.
     #[arg(long, env = "BACKEND_TIMEOUT", default_value = "1s", value_parser = parse_duration_nonzero)]
     pub backend_timeout: Duration,
@@ -81,6 +86,17 @@ pub struct Config {
     /// Log format: text or json. The level comes from RUST_LOG.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// How the cache learns that Redis changed.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalidation {
+    /// One RESP3 connection with `CLIENT TRACKING on`: Redis pushes the
+    /// names of changed keys, and the proxy drops them.
+    Tracking,
+    /// Nothing is pushed: a cached value lives until `--cache-ttl` (or its
+    /// key's own expiry in Redis).
+    Ttl,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,6 +24,11 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 /// How a request ended, for `redis_proxy_requests_total{outcome}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -60,6 +65,39 @@ impl Outcome {
     }
 }
 
+/// Why every cached entry was dropped, for
+/// `redis_proxy_cache_flushes_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushReason {
+    /// Redis sent a null invalidation: FLUSHALL or FLUSHDB.
+    Flushall,
+    /// The connection to Redis was lost or replaced: invalidations may
+    /// have been missed.
+    Disconnected,
+    /// A new connection, with tracking on, before it is used.
+    Connected,
+    /// Redis refused `CLIENT TRACKING on`.
+    TrackingRefused,
+}
+
+impl FlushReason {
+    pub const ALL: [FlushReason; 4] = [
+        FlushReason::Flushall,
+        FlushReason::Disconnected,
+        FlushReason::Connected,
+        FlushReason::TrackingRefused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlushReason::Flushall => "flushall",
+            FlushReason::Disconnected => "disconnected",
+            FlushReason::Connected => "connected",
+            FlushReason::TrackingRefused => "tracking_refused",
+        }
+    }
+}
+
 /// One front end's request metrics, resolved once so that recording a
 /// request is two atomic adds, not a labelled lookup.
 pub struct FrontendMetrics {
@@ -90,6 +128,9 @@ pub struct Metrics {
     pub backend_up: Gauge,
     pub entries: Gauge,
     pub bytes: Gauge,
+    pub invalidations: Counter,
+    pub cache_flushes: Family<ReasonLabels, Counter>,
+    pub tracking: Gauge,
     registry: Registry,
 }
 
@@ -126,6 +167,9 @@ impl Metrics {
             backend_up: Gauge::default(),
             entries: Gauge::default(),
             bytes: Gauge::default(),
+            invalidations: Counter::default(),
+            cache_flushes: Family::default(),
+            tracking: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -187,6 +231,27 @@ impl Metrics {
             "Key and value bytes held in the cache",
             m.bytes.clone(),
         );
+        registry.register(
+            "invalidations",
+            "Keys Redis said changed (CLIENT TRACKING invalidations)",
+            m.invalidations.clone(),
+        );
+        registry.register(
+            "cache_flushes",
+            "Times every cached entry was dropped, by reason",
+            m.cache_flushes.clone(),
+        );
+        registry.register(
+            "tracking",
+            "1 while CLIENT TRACKING is on for the connection to Redis",
+            m.tracking.clone(),
+        );
+        // Every reason shows, at 0, before its first flush.
+        for reason in FlushReason::ALL {
+            drop(m.cache_flushes.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            }));
+        }
         Metrics { registry, ..m }
     }
 
@@ -205,6 +270,26 @@ impl Metrics {
                 .get_or_create(&FrontendLabels { frontend })
                 .clone(),
         }
+    }
+
+    pub fn flush(&self, reason: FlushReason) {
+        self.cache_flushes
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// Flushes for every reason together.
+    pub fn flushes(&self) -> u64 {
+        FlushReason::ALL
+            .iter()
+            .map(|r| {
+                self.cache_flushes
+                    .get_or_create(&ReasonLabels { reason: r.as_str() })
+                    .get()
+            })
+            .sum()
     }
 
     pub fn backend_error(&self, kind: &'static str) {

@@ -28,7 +28,7 @@ use crate::backend::Backend;
 use crate::cache::Store;
 use crate::config::{Config, Listen};
 use crate::http::Body;
-use crate::lookup::Lookup;
+use crate::lookup::{Local, Lookup};
 use crate::metrics::{FrontendLabels, FrontendMetrics, Metrics};
 
 /// What every request handler shares.
@@ -56,12 +56,19 @@ impl App {
 /// SIGINT, then drains. An error here is a start-up failure (a port in use).
 pub async fn run(config: Config) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
-    let backend = Backend::new(config.redis_url(), config.backend_timeout, metrics.clone())
-        .map_err(|e| format!("--redis-url: {e}"))?;
-    let backend = Arc::new(backend);
     let store = Store::new(config.cache_capacity, config.cache_max_bytes, config.cache_ttl);
+    let local = Arc::new(Local::new(store, metrics.clone()));
+    let backend = Backend::new(
+        config.redis_url(),
+        config.backend_timeout,
+        config.invalidation,
+        local.clone(),
+        metrics.clone(),
+    )
+    .map_err(|e| format!("--redis-url: {e}"))?;
+    let backend = Arc::new(backend);
     let app = Arc::new(App {
-        lookup: Arc::new(Lookup::new(store, backend.clone(), metrics.clone())),
+        lookup: Arc::new(Lookup::new(local, backend.clone(), metrics.clone())),
         http_metrics: metrics.frontend("http"),
         resp_metrics: metrics.frontend("resp"),
         metrics,
@@ -81,6 +88,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         redis = %redacted(config.redis_url()),
         max_clients = config.max_clients,
         max_parallel = config.max_parallel(),
+        invalidation = ?config.invalidation,
         "redis-proxy listening"
     );
     let stop_accepting = CancellationToken::new();

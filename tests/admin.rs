@@ -31,6 +31,12 @@ fn metrics_export_every_documented_family() {
         "redis_proxy_cache_bytes 2",
         "redis_proxy_connections{frontend=\"http\"}",
         "redis_proxy_requests_queued 0",
+        "redis_proxy_invalidations_total 0",
+        "redis_proxy_cache_flushes_total{reason=\"connected\"} 1",
+        "redis_proxy_cache_flushes_total{reason=\"flushall\"} 0",
+        "redis_proxy_cache_flushes_total{reason=\"disconnected\"} 0",
+        "redis_proxy_cache_flushes_total{reason=\"tracking_refused\"} 0",
+        "redis_proxy_tracking 1",
     ] {
         assert!(text.contains(name), "missing {name} in\n{text}");
     }

@@ -21,7 +21,7 @@ fn miss_then_hit() {
 #[test]
 fn a_value_changed_in_redis_is_served_from_cache_until_ttl_then_refreshed() {
     let redis = RedisServer::start();
-    let proxy = Proxy::start_ready(&redis, &["--cache-ttl", "2s"]);
+    let proxy = Proxy::start_ready(&redis, &["--cache-ttl", "2s", "--invalidation", "ttl"]);
     redis.set("k", "v1");
     assert_eq!(proxy.get("/get/k").json()["value"], "v1");
     redis.set("k", "v2");

@@ -8,10 +8,11 @@ use std::process::Command;
 use common::{HttpConn, Proxy, RedisServer, free_port, wait_for};
 
 #[test]
-fn redis_stopped_is_503_hits_still_served_and_restart_recovers() {
+fn redis_stopped_in_ttl_mode_is_503_hits_still_served_and_restart_recovers() {
     let mut redis = RedisServer::start();
     redis.set("cached", "v");
-    let proxy = Proxy::start_ready(&redis, &["--backend-timeout", "5s"]);
+    let args = ["--backend-timeout", "5s", "--invalidation", "ttl"];
+    let proxy = Proxy::start_ready(&redis, &args);
     assert_eq!(proxy.get("/get/cached").status, 200);
 
     redis.stop();
@@ -144,6 +145,8 @@ fn bad_values_exit_2_with_one_line_naming_the_flag() {
         (&["--redis-url", "redis://"], &[], "--redis-url"),
         (&["--http-listen", "nowhere"], &[], "--http-listen"),
         (&["--log-format", "xml"], &[], "--log-format"),
+        (&["--invalidation", "push"], &[], "--invalidation"),
+        (&[], &[("INVALIDATION", "never")], "--invalidation"),
         (&["--no-such-flag"], &[], "--no-such-flag"),
         (&[], &[("CACHE_TTL", "later")], "--cache-ttl"),
         (&[], &[("ALLOW_WRITES", "maybe")], "--allow-writes"),

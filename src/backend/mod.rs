@@ -1,32 +1,31 @@
 //! The connection to the backing Redis.
 //!
-//! One multiplexed connection carries every request. A supervisor task owns
-//! its life as a small state machine: `Connecting` (retry with backoff until
-//! Redis answers) → `Up` (health-checked with PING) → back to `Connecting`
-//! when the connection breaks. Requests never wait for a reconnect: while
-//! there is no connection they fail at once with [`Error::Unavailable`], so
-//! a Redis that is down is a fast 503, and only a Redis that is slow is a
-//! 504. Redis being down at start is just the first `Connecting`.
+//! One multiplexed connection carries every request; [`supervise`] keeps it
+//! (connect, health-check, reconnect) and [`tracking`] explains how, in
+//! `tracking` mode, the same connection carries Redis's invalidations and
+//! why that keeps the cache coherent. Requests never wait for a reconnect:
+//! while there is no connection they fail at once with
+//! [`Error::Unavailable`], so a Redis that is down is a fast 503, and only
+//! a Redis that is slow is a 504. Redis being down at start is just the
+//! first attempt to connect failing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+mod supervise;
+mod tracking;
+
+pub use tracking::Coherence;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Value};
+use redis::{Client, IntoConnectionInfo, ProtocolVersion, Value};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
+use crate::config::Invalidation;
 use crate::error::Error;
-use crate::metrics::Metrics;
-
-/// How often the supervisor checks an idle connection.
-const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
-/// Consecutive PING timeouts after which a connection is replaced.
-const MAX_PING_TIMEOUTS: u32 = 3;
-const BACKOFF_MIN: Duration = Duration::from_millis(20);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
+use crate::metrics::{FlushReason, Metrics};
 
 /// A string value and, when Redis has one, its remaining time to live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,35 +34,76 @@ pub struct Fetched {
     pub pttl: Option<Duration>,
 }
 
+/// What a SET through the proxy leaves behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Redis holds the value and will say when it changes (or, in `ttl`
+    /// mode, nothing would anyway): it may be cached, for at most `ttl`.
+    Cacheable { ttl: Option<Duration> },
+    /// Written, but nothing would tell us when it changes: not cacheable.
+    NotCacheable,
+}
+
+/// The connection requests use, and its number. Numbers only grow, so a
+/// failure or a push from an old connection cannot retire a newer one.
+struct Published {
+    id: u64,
+    conn: Option<MultiplexedConnection>,
+}
+
+/// The backing Redis: requests on its connection, and the supervisor
+/// ([`Backend::supervise`]) that keeps that connection.
 pub struct Backend {
     client: Client,
+    mode: Invalidation,
     timeout: Duration,
-    /// The live connection and its epoch (bumped on every new connection),
-    /// so that a failure seen on an old connection cannot tear down a newer
-    /// one.
-    conn: RwLock<(u64, Option<MultiplexedConnection>)>,
+    conn: RwLock<Published>,
+    next_id: AtomicU64,
     ready: AtomicBool,
     /// Whether reads go in MULTI/EXEC; cleared if Redis refuses it.
     atomic_reads: AtomicBool,
     broken: Notify,
+    coherence: Arc<dyn Coherence>,
     metrics: Arc<Metrics>,
 }
 
 impl Backend {
-    /// Validates the URL; connecting happens in [`Backend::supervise`].
-    pub fn new(url: &str, timeout: Duration, metrics: Arc<Metrics>) -> redis::RedisResult<Self> {
+    /// Validates the URL; connecting happens in [`Backend::supervise`]. In
+    /// `tracking` mode Redis's invalidations go to `coherence`.
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        mode: Invalidation,
+        coherence: Arc<dyn Coherence>,
+        metrics: Arc<Metrics>,
+    ) -> redis::RedisResult<Self> {
+        let mut info = url.into_connection_info()?;
+        if mode == Invalidation::Tracking {
+            // Pushes need RESP3.
+            let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+            info = info.set_redis_settings(settings);
+        }
         Ok(Backend {
-            client: Client::open(url)?,
+            client: Client::open(info)?,
+            mode,
             timeout,
-            conn: RwLock::new((0, None)),
+            conn: RwLock::new(Published { id: 0, conn: None }),
+            next_id: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             atomic_reads: AtomicBool::new(true),
             broken: Notify::new(),
+            coherence,
             metrics,
         })
     }
 
-    /// True while Redis is connected and answered the last health check.
+    pub fn mode(&self) -> Invalidation {
+        self.mode
+    }
+
+    /// True while Redis is connected, answered the last health check and,
+    /// in `tracking` mode, tracking is on (a connection is only used once
+    /// it is).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
@@ -74,19 +114,43 @@ impl Backend {
     }
 
     fn connection(&self) -> Option<(u64, MultiplexedConnection)> {
-        let guard = self.conn.read().expect("backend lock");
-        guard.1.clone().map(|c| (guard.0, c))
+        let published = self.conn.read().expect("backend lock");
+        published.conn.clone().map(|c| (published.id, c))
     }
 
-    /// Installs a new connection (or none) under a new epoch.
-    fn set_connection(&self, conn: Option<MultiplexedConnection>) {
-        let mut guard = self.conn.write().expect("backend lock");
-        guard.0 += 1;
-        guard.1 = conn;
+    fn is_current(&self, id: u64) -> bool {
+        let published = self.conn.read().expect("backend lock");
+        published.id == id && published.conn.is_some()
     }
 
-    fn current_epoch(&self) -> u64 {
-        self.conn.read().expect("backend lock").0
+    /// Makes connection `id` the one requests use.
+    fn publish(&self, id: u64, conn: MultiplexedConnection) {
+        *self.conn.write().expect("backend lock") = Published { id, conn: Some(conn) };
+        self.set_ready(true);
+        if self.mode == Invalidation::Tracking {
+            self.metrics.tracking.set(1);
+        }
+    }
+
+    /// Stops requests from using connection `id`, if it is still the one
+    /// they use. In `tracking` mode everything cached is dropped: the
+    /// invalidations that connection would have brought may be lost. The
+    /// connection is unpublished first, so a read stamped after the drop
+    /// cannot be sent on it.
+    fn retire(&self, id: u64, reason: FlushReason) {
+        {
+            let mut published = self.conn.write().expect("backend lock");
+            if published.id != id || published.conn.is_none() {
+                return;
+            }
+            published.conn = None;
+        }
+        self.set_ready(false);
+        if self.mode == Invalidation::Tracking {
+            self.metrics.tracking.set(0);
+            self.coherence.invalidate_all(reason);
+        }
+        self.broken.notify_waiters();
     }
 
     /// Read commands in one round trip: inside MULTI/EXEC where Redis
@@ -197,15 +261,33 @@ impl Backend {
             .ok_or_else(|| self.unexpected(Value::Nil))
     }
 
-    /// `SET key value`.
-    pub async fn set(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+    /// `SET key value`. In `tracking` mode, inside MULTI/EXEC with a PTTL
+    /// of the key: the PTTL is a read, so Redis tracks the key for us from
+    /// the moment it holds our value (a plain SET is not a read, and a value
+    /// cached after it would never be invalidated). Where MULTI is refused,
+    /// a plain SET, and the value is not cacheable.
+    pub async fn set(&self, key: &[u8], value: &[u8]) -> Result<Written, Error> {
+        let tracked = self.mode == Invalidation::Tracking;
+        if tracked && self.atomic_reads.load(Ordering::Relaxed) {
+            let (replies, _) = self
+                .read(|pipe| {
+                    pipe.cmd("SET").arg(key).arg(value).cmd("PTTL").arg(key);
+                })
+                .await?;
+            return match <[Value; 2]>::try_from(replies) {
+                Ok([Value::Okay, pttl]) => Ok(Written::Cacheable { ttl: pttl_of(pttl) }),
+                Ok([other, _]) => Err(self.unexpected(other)),
+                Err(r) => Err(self.unexpected(Value::Array(r))),
+            };
+        }
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(value);
         let reply: Value = self
             .round_trip(|mut conn| async move { cmd.query_async(&mut conn).await })
             .await?;
         match reply {
-            Value::Okay | Value::SimpleString(_) => Ok(()),
+            Value::Okay | Value::SimpleString(_) if tracked => Ok(Written::NotCacheable),
+            Value::Okay | Value::SimpleString(_) => Ok(Written::Cacheable { ttl: None }),
             other => Err(self.unexpected(other)),
         }
     }
@@ -225,14 +307,14 @@ impl Backend {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let Some((epoch, conn)) = self.connection() else {
+        let Some((id, conn)) = self.connection() else {
             self.metrics.backend_error("unavailable");
             return Err(Error::unavailable("not connected to Redis"));
         };
         self.metrics.backend_requests.inc();
         match tokio::time::timeout(self.timeout, request(conn)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.classify(e, epoch)),
+            Ok(Err(e)) => Err(self.classify(e, id)),
             Err(_) => {
                 self.metrics.backend_error("timeout");
                 Err(Error::Timeout(self.timeout))
@@ -240,20 +322,14 @@ impl Backend {
         }
     }
 
-    fn classify(&self, e: redis::RedisError, epoch: u64) -> Error {
+    fn classify(&self, e: redis::RedisError, id: u64) -> Error {
         if e.is_io_error()
             || e.is_connection_dropped()
             || e.is_connection_refusal()
             || e.is_unrecoverable_error()
         {
             self.metrics.backend_error("unavailable");
-            if epoch == self.current_epoch() {
-                self.set_ready(false);
-                // notify_waiters stores no permit: a failure reported while
-                // the supervisor is between connections is not held against
-                // the next one.
-                self.broken.notify_waiters();
-            }
+            self.retire(id, FlushReason::Disconnected);
             Error::unavailable(e.to_string())
         } else if e.is_timeout() {
             self.metrics.backend_error("timeout");
@@ -262,113 +338,6 @@ impl Backend {
             self.metrics.backend_error("reply");
             Error::Reply(e.to_string().into())
         }
-    }
-
-    /// Keeps a connection to Redis until `shutdown`.
-    pub async fn supervise(self: Arc<Self>, shutdown: CancellationToken) {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(500))))
-            .set_response_timeout(None);
-        let mut backoff = BACKOFF_MIN;
-        let mut was_down_logged = false;
-        while !shutdown.is_cancelled() {
-            let attempt = self.client.get_multiplexed_async_connection_with_config(&config);
-            let conn = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = attempt => r,
-            };
-            let conn = match conn {
-                Ok(mut conn) => match tokio::time::timeout(self.timeout, probe_transactions(&mut conn)).await
-                {
-                    Ok(Ok(atomic)) => {
-                        if !atomic {
-                            tracing::warn!(target: "backend", "Redis refuses MULTI/EXEC; reading without it");
-                        }
-                        self.atomic_reads.store(atomic, Ordering::Relaxed);
-                        Ok(conn)
-                    }
-                    _ => Err("the MULTI/EXEC probe failed".to_string()),
-                },
-                Err(e) => Err(e.to_string()),
-            };
-            match conn {
-                Ok(conn) => {
-                    tracing::info!(target: "backend", "connected to Redis");
-                    backoff = BACKOFF_MIN;
-                    was_down_logged = false;
-                    self.set_connection(Some(conn.clone()));
-                    self.set_ready(true);
-                    self.watch(conn, &shutdown).await;
-                    self.set_connection(None);
-                    self.set_ready(false);
-                    if !shutdown.is_cancelled() {
-                        tracing::warn!(target: "backend", "lost the connection to Redis; reconnecting");
-                    }
-                }
-                Err(e) => {
-                    if !was_down_logged {
-                        tracing::warn!(target: "backend", error = %e, "Redis unreachable; retrying");
-                        was_down_logged = true;
-                    }
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                }
-            }
-        }
-    }
-
-    /// Returns when the connection is broken or shutdown begins.
-    async fn watch(&self, mut conn: MultiplexedConnection, shutdown: &CancellationToken) {
-        let mut ping_timeouts = 0;
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = self.broken.notified() => return,
-                _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
-            }
-            let ping = redis::cmd("PING");
-            match tokio::time::timeout(self.timeout, ping.query_async::<Value>(&mut conn)).await {
-                Ok(Ok(_)) => {
-                    ping_timeouts = 0;
-                    self.set_ready(true);
-                }
-                Ok(Err(e))
-                    if !(e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()) =>
-                {
-                    // An error reply (LOADING, say): connected but not serving.
-                    self.set_ready(false);
-                }
-                Ok(Err(_)) => return,
-                Err(_) => {
-                    // A slow Redis is not a dead one: keep the connection a
-                    // while so requests see 504s, not a reconnect storm.
-                    self.set_ready(false);
-                    ping_timeouts += 1;
-                    if ping_timeouts >= MAX_PING_TIMEOUTS {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Whether this connection may use MULTI/EXEC: MULTI then DISCARD, on a
-/// connection nobody else uses yet. Probing beats finding out from a failed
-/// read: redis-rs 1.8 mishandles an atomic pipeline whose MULTI is refused
-/// (an arithmetic overflow in its reply bookkeeping). `Err`: the connection
-/// was left inside a transaction and must not be used.
-async fn probe_transactions(conn: &mut MultiplexedConnection) -> Result<bool, ()> {
-    match redis::cmd("MULTI").query_async::<Value>(conn).await {
-        Ok(Value::Okay) => {}
-        _ => return Ok(false),
-    }
-    match redis::cmd("DISCARD").query_async::<Value>(conn).await {
-        Ok(Value::Okay) => Ok(true),
-        _ => Err(()),
     }
 }
 

@@ -54,6 +54,15 @@ fn by_insert(n: &mut Node) -> &mut Links {
     &mut n.by_insert
 }
 
+/// What bounds a store: its key capacity, its byte bound and its global
+/// expiry. A flush makes a fresh store with the same bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    pub capacity: usize,
+    pub max_bytes: Option<u64>,
+    pub ttl: Duration,
+}
+
 pub struct Store {
     map: HashMap<Bytes, u32>,
     nodes: Vec<Node>,
@@ -86,6 +95,18 @@ impl Store {
             bytes: 0,
             ttl,
             events: Events::default(),
+        }
+    }
+
+    pub fn with_bounds(bounds: Bounds) -> Self {
+        Self::new(bounds.capacity, bounds.max_bytes, bounds.ttl)
+    }
+
+    pub fn bounds(&self) -> Bounds {
+        Bounds {
+            capacity: self.capacity,
+            max_bytes: self.max_bytes,
+            ttl: self.ttl,
         }
     }
 
@@ -185,17 +206,6 @@ impl Store {
             }
             None => false,
         }
-    }
-
-    /// Drops every entry (a lost invalidation stream, say). O(n), and the
-    /// only operation that is.
-    pub fn clear(&mut self) {
-        self.map.clear();
-        self.nodes.clear();
-        self.free.clear();
-        self.by_read = List::default();
-        self.by_insert = List::default();
-        self.bytes = 0;
     }
 
     /// What was evicted or expired since the last call.

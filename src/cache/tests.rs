@@ -134,19 +134,20 @@ fn zero_capacity_stores_nothing() {
 }
 
 #[test]
-fn remove_and_clear() {
+fn remove_and_a_fresh_store_with_the_same_bounds() {
     let t0 = Instant::now();
-    let mut s = Store::new(4, None, TTL);
+    let mut s = Store::new(4, Some(100), TTL);
     s.insert(b("a"), b("1"), t0, TTL);
     s.insert(b("b"), b("1"), t0, TTL);
     assert!(s.remove(b"a"));
     assert!(!s.remove(b"a"));
     assert_eq!(s.len(), 1);
-    s.clear();
-    assert!(s.is_empty());
-    assert_eq!(s.bytes(), 0);
-    s.insert(b("c"), b("1"), t0, TTL);
-    assert_eq!(get(&mut s, "c", t0), Some(b("1")));
+    let mut fresh = Store::with_bounds(s.bounds());
+    assert!(fresh.is_empty());
+    assert_eq!(fresh.bytes(), 0);
+    assert_eq!(fresh.bounds(), s.bounds());
+    fresh.insert(b("c"), b("1"), t0, TTL);
+    assert_eq!(get(&mut fresh, "c", t0), Some(b("1")));
 }
 
 /// The specification of the store, written as plainly as possible: a vector

@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::SemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Invalidation;
 use crate::error::Error;
 use crate::lookup::{Found, Source};
 use crate::metrics::{FrontendLabels, Outcome};
@@ -402,12 +403,12 @@ async fn write(app: &App, name: &[u8; 16], args: &[Bytes]) -> Answer {
             };
         }
         // SET with options (EX, NX, GET, …): Redis decides; drop our copy.
-        app.lookup.write_through(args, &args[1..2]).await
+        app.lookup.write_through(args.to_vec(), args[1..2].to_vec()).await
     } else {
         if args.len() < 2 {
             return arity(&args[0]);
         }
-        app.lookup.write_through(args, &args[1..]).await
+        app.lookup.write_through(args.to_vec(), args[1..].to_vec()).await
     };
     match result {
         Ok(value) => ok(from_redis(value)),
@@ -647,7 +648,8 @@ fn info(app: &App, section: Option<&Bytes>) -> String {
     if want("proxy") {
         out.push_str(&format!(
             "# Proxy\r\ncache_hits:{}\r\ncache_misses:{}\r\ncache_entries:{}\r\ncache_bytes:{}\r\n\
-             cache_evictions:{}\r\ncache_expirations:{}\r\nsingleflight_joins:{}\r\nbackend:{}\r\n",
+             cache_evictions:{}\r\ncache_expirations:{}\r\nsingleflight_joins:{}\r\nbackend:{}\r\n\
+             invalidation_mode:{}\r\ntracking:{}\r\ninvalidations:{}\r\ncache_flushes:{}\r\n",
             m.hits.get(),
             m.misses.get(),
             m.entries.get(),
@@ -660,6 +662,13 @@ fn info(app: &App, section: Option<&Bytes>) -> String {
             } else {
                 "down"
             },
+            match app.lookup.backend().mode() {
+                Invalidation::Tracking => "tracking",
+                Invalidation::Ttl => "ttl",
+            },
+            if m.tracking.get() == 1 { "on" } else { "off" },
+            m.invalidations.get(),
+            m.flushes(),
         ));
     }
     out

@@ -1,0 +1,194 @@
+//! The connection's life, as a small state machine run by one task:
+//! `Connecting` (retry with backoff until Redis answers and, in `tracking`
+//! mode, turns tracking on) → `Up` (health-checked with PING) → back to
+//! `Connecting` when the connection breaks. Requests never wait for a
+//! reconnect: while there is no connection they fail at once.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, PushInfo, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::Backend;
+use crate::config::Invalidation;
+use crate::metrics::FlushReason;
+
+/// How often the supervisor checks an idle connection.
+const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+/// Consecutive PING timeouts after which a connection is replaced.
+const MAX_PING_TIMEOUTS: u32 = 3;
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+impl Backend {
+    /// Keeps a connection to Redis until `shutdown`.
+    pub async fn supervise(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut backoff = BACKOFF_MIN;
+        let mut last_error = None;
+        while !shutdown.is_cancelled() {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+            let attempt = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.connect(id) => r,
+            };
+            match attempt {
+                Ok(conn) => {
+                    let tracking = self.mode == Invalidation::Tracking;
+                    tracing::info!(target: "backend", tracking, "connected to Redis");
+                    backoff = BACKOFF_MIN;
+                    last_error = None;
+                    self.publish(id, conn.clone());
+                    self.watch(id, conn, &shutdown).await;
+                    self.retire(id, FlushReason::Disconnected);
+                    if !shutdown.is_cancelled() {
+                        tracing::warn!(target: "backend", "lost the connection to Redis; reconnecting");
+                    }
+                }
+                Err(e) => {
+                    // Once per kind of failure, not once per retry.
+                    if last_error.as_ref() != Some(&e) {
+                        tracing::warn!(target: "backend", error = %e, "cannot use Redis; retrying");
+                        last_error = Some(e);
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// A connection ready for requests: in `tracking` mode, RESP3 with
+    /// tracking on and everything cached before it dropped.
+    async fn connect(self: &Arc<Self>, id: u64) -> Result<MultiplexedConnection, String> {
+        let tracking = self.mode == Invalidation::Tracking;
+        let mut config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(500))))
+            .set_response_timeout(None);
+        if tracking {
+            // Handled synchronously in the connection's reader, so that an
+            // invalidation is applied before the replies that follow it are
+            // delivered, and none is ever dropped by a full queue.
+            let backend = Arc::downgrade(self);
+            config = config.set_push_sender(move |push: PushInfo| {
+                if let Some(backend) = backend.upgrade() {
+                    backend.on_push(id, push);
+                }
+                Ok::<(), Infallible>(())
+            });
+        }
+        let mut conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| {
+                let hint = if tracking {
+                    " (--invalidation tracking needs Redis 6 or later)"
+                } else {
+                    ""
+                };
+                format!("{e}{hint}")
+            })?;
+        if tracking {
+            let mut on = redis::cmd("CLIENT");
+            on.arg("TRACKING").arg("ON").arg("NOLOOP");
+            let refused = match tokio::time::timeout(self.timeout, on.query_async::<Value>(&mut conn)).await {
+                Ok(Ok(Value::Okay)) => None,
+                Ok(Ok(other)) => Some(format!("{other:?}")),
+                Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() => {
+                    return Err(format!("CLIENT TRACKING failed: {e}"));
+                }
+                // An error reply: NOPERM, or an unknown command.
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => return Err("CLIENT TRACKING timed out".into()),
+            };
+            if let Some(refused) = refused {
+                self.coherence.invalidate_all(FlushReason::TrackingRefused);
+                return Err(format!(
+                    "Redis refused CLIENT TRACKING ({refused}): allow the CLIENT command for this \
+                     user, or start with --invalidation ttl"
+                ));
+            }
+        }
+        let atomic = match tokio::time::timeout(self.timeout, probe_transactions(&mut conn)).await {
+            Ok(Ok(atomic)) => atomic,
+            _ => return Err("the MULTI/EXEC probe failed".into()),
+        };
+        if !atomic {
+            tracing::warn!(target: "backend", "Redis refuses MULTI/EXEC; reading without it");
+        }
+        self.atomic_reads.store(atomic, Ordering::Relaxed);
+        if tracking {
+            // Whatever was cached before this connection may have changed
+            // while nothing was telling us.
+            self.coherence.invalidate_all(FlushReason::Connected);
+        }
+        Ok(conn)
+    }
+
+    /// Returns when the connection numbered `id` is broken, has been
+    /// retired, or shutdown begins.
+    async fn watch(&self, id: u64, mut conn: MultiplexedConnection, shutdown: &CancellationToken) {
+        let mut ping_timeouts = 0;
+        loop {
+            let broken = self.broken.notified();
+            tokio::pin!(broken);
+            // Registered before the check, so a retirement between the two
+            // still wakes us.
+            broken.as_mut().enable();
+            if !self.is_current(id) {
+                return;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = &mut broken => continue,
+                _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+            }
+            let ping = redis::cmd("PING");
+            match tokio::time::timeout(self.timeout, ping.query_async::<Value>(&mut conn)).await {
+                Ok(Ok(_)) => {
+                    ping_timeouts = 0;
+                    self.set_ready(self.is_current(id));
+                }
+                Ok(Err(e))
+                    if !(e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()) =>
+                {
+                    // An error reply (LOADING, say): connected but not serving.
+                    self.set_ready(false);
+                }
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    // A slow Redis is not a dead one: keep the connection a
+                    // while so requests see 504s, not a reconnect storm.
+                    self.set_ready(false);
+                    ping_timeouts += 1;
+                    if ping_timeouts >= MAX_PING_TIMEOUTS {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether this connection may use MULTI/EXEC: MULTI then DISCARD, on a
+/// connection nobody else uses yet. Probing beats finding out from a failed
+/// read: redis-rs 1.8 mishandles an atomic pipeline whose MULTI is refused
+/// (an arithmetic overflow in its reply bookkeeping). `Err`: the connection
+/// was left inside a transaction and must not be used.
+async fn probe_transactions(conn: &mut MultiplexedConnection) -> Result<bool, ()> {
+    match redis::cmd("MULTI").query_async::<Value>(conn).await {
+        Ok(Value::Okay) => {}
+        _ => return Ok(false),
+    }
+    match redis::cmd("DISCARD").query_async::<Value>(conn).await {
+        Ok(Value::Okay) => Ok(true),
+        _ => Err(()),
+    }
+}

@@ -1,0 +1,401 @@
+//! The protocol-agnostic read path: cache → single flight → backend →
+//! insert. Both front ends call [`Lookup::get`]; neither sees the cache.
+//!
+//! A hit takes one short mutex section and clones a `Bytes` (a reference
+//! count); nothing is held across an await. A miss registers a flight for
+//! its key ([`flight`]); later misses on that key wait on the same flight,
+//! so any number of concurrent misses cost one Redis round trip. The flight
+//! runs in its own task, so a client that hangs up does not cancel it for
+//! the others.
+//!
+//! What keeps the cache coherent is in [`generation`]: a fetched value is
+//! inserted only if nothing changed its key (a write through the proxy, an
+//! invalidation from Redis, a dropped connection) between the moment the
+//! read was stamped, before it was sent, and the insert. Writes run in
+//! tasks of their own, so that their bookkeeping always finishes.
+
+mod flight;
+pub mod generation;
+#[cfg(test)]
+mod pause;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::backend::{Backend, Coherence, Written};
+use crate::cache::{Bounds, Store};
+use crate::error::Error;
+use crate::metrics::{FlushReason, Metrics};
+use flight::{FlightGuard, FlightSender, Flights, Begun, Outcome, Slot};
+use generation::{Generations, Stamp};
+
+/// Stops at a named point when a test armed it; nothing outside tests.
+macro_rules! pause_point {
+    ($lookup:expr, $point:literal) => {
+        #[cfg(test)]
+        $lookup.pauses.reach($point).await;
+    };
+}
+
+/// What a lookup found: the value (None: Redis has no such key) and
+/// whether it came from the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub value: Option<Bytes>,
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Served from the cache; `age` since it was inserted.
+    Hit { age: Duration },
+    /// Asked Redis (or waited on a request to Redis already in flight).
+    Miss,
+}
+
+/// The local copy of Redis's data: the store behind its lock, and the
+/// generations that say whether a value fetched from Redis may still be
+/// inserted. Redis's invalidations act on it through [`Coherence`].
+pub struct Local {
+    store: Mutex<Store>,
+    bounds: Bounds,
+    generations: Generations,
+    metrics: Arc<Metrics>,
+}
+
+/// Stores dropped by a flush larger than this are freed on a blocking
+/// thread, not on the task that flushed (the Redis connection's).
+const FREE_INLINE: usize = 4096;
+
+impl Local {
+    pub fn new(store: Store, metrics: Arc<Metrics>) -> Self {
+        Local {
+            bounds: store.bounds(),
+            store: Mutex::new(store),
+            generations: Generations::new(),
+            metrics,
+        }
+    }
+
+    /// A hit, counted; None on a miss.
+    fn cached(&self, key: &[u8]) -> Option<Found> {
+        let hit = self.with_store(|s| s.get(key, Instant::now()))?;
+        self.metrics.hits.inc();
+        Some(Found {
+            value: Some(hit.value),
+            source: Source::Hit { age: hit.age },
+        })
+    }
+
+    /// Inserts what a fetch sent at `sent` found, for the keys nothing
+    /// changed since their stamps were taken.
+    fn insert_fetched(&self, keys: &[Bytes], stamps: &[Stamp], fetched: &[Fetched], sent: Instant) {
+        let now = Instant::now();
+        self.with_store(|s| {
+            for ((key, f), &stamp) in keys.iter().zip(fetched).zip(stamps) {
+                if !self.generations.is_current(key, stamp) {
+                    continue;
+                }
+                if let Ok(Some(f)) = f {
+                    // Redis measured the PTTL somewhere between `sent` and
+                    // `now`; counting it from `sent` keeps our expiry no
+                    // later than Redis's.
+                    let ttl = match f.pttl {
+                        Some(pttl) => pttl.saturating_sub(now - sent),
+                        None => Duration::MAX,
+                    };
+                    s.insert(key.clone(), f.value.clone(), now, ttl);
+                }
+            }
+        });
+    }
+
+    /// Runs `f` on the store under its lock and publishes what changed.
+    fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        let mut store = self.store.lock();
+        let r = f(&mut store);
+        let events = store.take_events();
+        let (entries, bytes) = (store.len(), store.bytes());
+        drop(store);
+        if events.evicted > 0 {
+            self.metrics.evictions.inc_by(events.evicted);
+        }
+        if events.expired > 0 {
+            self.metrics.expirations.inc_by(events.expired);
+        }
+        // Read before writing: a hit changes neither, and a store to a
+        // shared cache line on every hit would cost more than the load.
+        if self.metrics.entries.get() != entries as i64 {
+            self.metrics.entries.set(entries as i64);
+        }
+        if self.metrics.bytes.get() != bytes as i64 {
+            self.metrics.bytes.set(bytes as i64);
+        }
+        r
+    }
+}
+
+impl Coherence for Local {
+    fn invalidate(&self, keys: &[Bytes]) {
+        // Bump first: a read that checks its stamp after this does not
+        // insert, and one that inserted before is removed below.
+        for key in keys {
+            self.generations.bump(key);
+        }
+        self.with_store(|s| {
+            for key in keys {
+                s.remove(key);
+            }
+        });
+    }
+
+    fn invalidate_all(&self, reason: FlushReason) {
+        self.generations.bump_all();
+        // O(1) under the lock: a fresh store is swapped in, and the old one
+        // is freed outside it.
+        let fresh = Store::with_bounds(self.bounds);
+        let old = std::mem::replace(&mut *self.store.lock(), fresh);
+        self.metrics.flush(reason);
+        self.metrics.entries.set(0);
+        self.metrics.bytes.set(0);
+        if old.len() > FREE_INLINE
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn_blocking(move || drop(old));
+        }
+    }
+}
+
+/// One key's answer from Redis, as the backend gives it.
+type Fetched = Result<Option<crate::backend::Fetched>, Error>;
+
+/// The flights one lookup started and must launch.
+#[derive(Default)]
+struct NewFlights {
+    keys: Vec<Bytes>,
+    stamps: Vec<Stamp>,
+    senders: Vec<FlightSender>,
+}
+
+/// The read path shared by every front end. Reads go cache → single
+/// flight → Redis → insert; writes go to Redis and leave the cache as
+/// coherent as the invalidation mode allows (see the module doc).
+pub struct Lookup {
+    local: Arc<Local>,
+    flights: Flights,
+    backend: Arc<Backend>,
+    metrics: Arc<Metrics>,
+    #[cfg(test)]
+    pauses: pause::Pauses,
+}
+
+impl Lookup {
+    /// The read path over `local`, fetching from `backend` (which must have
+    /// been given the same `local` to invalidate).
+    pub fn new(local: Arc<Local>, backend: Arc<Backend>, metrics: Arc<Metrics>) -> Self {
+        Lookup {
+            local,
+            flights: Flights::default(),
+            backend,
+            metrics,
+            #[cfg(test)]
+            pauses: pause::Pauses::default(),
+        }
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The value of `key`, from the cache if held, else from Redis.
+    pub async fn get(self: &Arc<Self>, key: Bytes) -> Result<Found, Error> {
+        let mut new = NewFlights::default();
+        let slot = self.begin(key, &mut new);
+        self.launch(new);
+        slot.wait().await
+    }
+
+    /// The values of `keys` in order, each with its own outcome (pipelined
+    /// GETs). Hits come from the cache; the missing keys that no one is
+    /// fetching yet are fetched together, in one round trip; those already
+    /// in flight are waited on.
+    pub async fn get_each(self: &Arc<Self>, keys: &[Bytes]) -> Vec<Result<Found, Error>> {
+        let mut new = NewFlights::default();
+        let slots: Vec<Slot> = keys.iter().map(|k| self.begin(k.clone(), &mut new)).collect();
+        self.launch(new);
+        let mut found = Vec::with_capacity(slots.len());
+        for slot in slots {
+            found.push(slot.wait().await);
+        }
+        found
+    }
+
+    /// MGET: as [`Lookup::get_each`], but one failure fails it all, and a
+    /// key holding a non-string is `None`, as Redis's MGET has it.
+    pub async fn get_many(self: &Arc<Self>, keys: &[Bytes]) -> Result<Vec<Found>, Error> {
+        self.get_each(keys)
+            .await
+            .into_iter()
+            .map(|found| match found {
+                Err(Error::WrongType(_)) => Ok(Found {
+                    value: None,
+                    source: Source::Miss,
+                }),
+                other => other,
+            })
+            .collect()
+    }
+
+    /// A hit, a flight to join, or a new flight (added to `new`, for
+    /// [`Lookup::launch`] to start).
+    fn begin(&self, key: Bytes, new: &mut NewFlights) -> Slot {
+        if let Some(found) = self.local.cached(&key) {
+            return Slot::Ready(found);
+        }
+        // Stamped before anything is sent: whatever changes the key from
+        // here on keeps this read's answer out of the cache.
+        let stamp = self.local.generations.stamp(&key);
+        match self
+            .flights
+            .join_or_start(&key, stamp, || self.local.cached(&key))
+        {
+            Begun::Found(found) => Slot::Ready(found),
+            Begun::Joined(flight) => {
+                self.metrics.singleflight_joins.inc();
+                self.metrics.misses.inc();
+                Slot::Waiting(flight)
+            }
+            Begun::Started(tx, rx) => {
+                self.metrics.misses.inc();
+                new.keys.push(key);
+                new.stamps.push(stamp);
+                new.senders.push(tx);
+                Slot::Waiting(rx)
+            }
+        }
+    }
+
+    /// Starts the Redis round trip for new flights, in a task of its own so
+    /// that a client hanging up does not cancel it for the others.
+    fn launch(self: &Arc<Self>, new: NewFlights) {
+        if new.keys.is_empty() {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let NewFlights {
+                keys,
+                stamps,
+                senders,
+            } = new;
+            let _guard = FlightGuard::new(&this.flights, &keys, &senders);
+            let mut outcomes = this.fetch(&keys, &stamps).await.into_iter();
+            for tx in &senders {
+                let outcome = outcomes
+                    .next()
+                    .unwrap_or_else(|| Err(Error::Reply("Redis sent fewer replies than keys".into())));
+                let _ = tx.send(Some(outcome));
+            }
+        });
+    }
+
+    /// One outcome per key: GET+PTTL for one key, MGET+PTTLs for several,
+    /// one round trip either way. Values are inserted unless something
+    /// changed their key since it was stamped.
+    async fn fetch(&self, keys: &[Bytes], stamps: &[Stamp]) -> Vec<Outcome> {
+        let sent = Instant::now();
+        let fetched: Vec<Fetched> = match keys {
+            [key] => vec![self.backend.get(key).await],
+            _ => match self.backend.get_many(keys).await {
+                Ok(each) => each,
+                Err(e) => vec![Err(e); keys.len()],
+            },
+        };
+        pause_point!(self, "fetched");
+        self.local.insert_fetched(keys, stamps, &fetched, sent);
+        fetched
+            .into_iter()
+            .map(|f| f.map(|found| found.map(|f| f.value)))
+            .collect()
+    }
+
+    /// `SET key value` on Redis, then the fresh value in the cache — if
+    /// Redis will say when it changes (see [`Backend::set`]), no other
+    /// write or invalidation of the key happened meanwhile (Redis may have
+    /// applied them in either order), and the write succeeded. Otherwise
+    /// the key is dropped, and the next read asks Redis.
+    ///
+    /// Runs in a task of its own: a client that hangs up mid-write must not
+    /// leave the bookkeeping half done (a read that raced the write could
+    /// otherwise leave the old value cached).
+    pub async fn set(self: &Arc<Self>, key: Bytes, value: Bytes) -> Result<(), Error> {
+        let this = Arc::clone(self);
+        detached(async move { this.set_now(key, value).await }).await
+    }
+
+    async fn set_now(&self, key: Bytes, value: Bytes) -> Result<(), Error> {
+        let before = self.local.generations.bump(&key);
+        pause_point!(self, "write_bumped");
+        let sent = Instant::now();
+        let result = self.backend.set(&key, &value).await;
+        pause_point!(self, "write_replied");
+        let after = self.local.generations.bump(&key);
+        let ttl = match result {
+            Ok(Written::Cacheable { ttl }) if before.next_is(after) => Some(ttl),
+            _ => None,
+        };
+        self.local.with_store(|s| match ttl {
+            Some(ttl) => {
+                let ttl = ttl.map_or(Duration::MAX, |t| t.saturating_sub(sent.elapsed()));
+                s.insert(key, value, Instant::now(), ttl)
+            }
+            None => {
+                s.remove(&key);
+            }
+        });
+        result.map(|_| ())
+    }
+
+    /// A write command sent through to Redis as it is (SET with options,
+    /// DEL, …). `keys` are dropped from the cache whatever the outcome, and
+    /// reads or writes in flight meanwhile do not insert. Runs in a task of
+    /// its own, as [`Lookup::set`] does.
+    pub async fn write_through(
+        self: &Arc<Self>,
+        args: Vec<Bytes>,
+        keys: Vec<Bytes>,
+    ) -> Result<redis::Value, Error> {
+        let this = Arc::clone(self);
+        detached(async move {
+            for key in &keys {
+                this.local.generations.bump(key);
+            }
+            let result = this.backend.forward(&args).await;
+            for key in &keys {
+                this.local.generations.bump(key);
+            }
+            this.local.with_store(|s| {
+                for key in &keys {
+                    s.remove(key);
+                }
+            });
+            result
+        })
+        .await
+    }
+}
+
+/// Runs `work` to completion in a task of its own, whether or not the
+/// caller waits for it.
+async fn detached<T: Send + 'static>(
+    work: impl Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::spawn(work)
+        .await
+        .unwrap_or_else(|e| Err(Error::unavailable(format!("the write task failed: {e}"))))
+}

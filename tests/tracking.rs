@@ -1,0 +1,141 @@
+//! `--invalidation tracking` (the default) seen from outside: a write made
+//! directly on Redis reaches readers of the proxy at once, over HTTP and
+//! RESP; an outage drops the cache instead of serving what may be stale;
+//! a Redis user that may not turn tracking on leaves the proxy not ready,
+//! never answering from a cache nothing keeps coherent.
+
+mod common;
+
+use common::{Proxy, RedisServer, setup, wait_for};
+
+fn resp(proxy: &Proxy) -> redis::Connection {
+    let url = format!("redis://127.0.0.1:{}/0", proxy.resp);
+    redis::Client::open(url).unwrap().get_connection().unwrap()
+}
+
+fn resp_get(c: &mut redis::Connection, key: &str) -> Option<String> {
+    redis::cmd("GET").arg(key).query(c).unwrap()
+}
+
+/// What HTTP and RESP both answer for `key` (None: not found).
+fn both(proxy: &Proxy, c: &mut redis::Connection, key: &str) -> (Option<String>, Option<String>) {
+    let r = proxy.get(&format!("/get/{key}"));
+    let http = match r.status {
+        200 => Some(r.json()["value"].as_str().unwrap().to_string()),
+        404 => None,
+        other => panic!("HTTP {other}: {}", r.text()),
+    };
+    (http, resp_get(c, key))
+}
+
+fn until_both(proxy: &Proxy, c: &mut redis::Connection, key: &str, want: Option<&str>) {
+    let want = want.map(str::to_string);
+    wait_for(&format!("{key} to read {want:?} over HTTP and RESP"), || {
+        (both(proxy, c, key) == (want.clone(), want.clone())).then_some(())
+    });
+}
+
+#[test]
+fn a_write_made_directly_on_redis_is_seen_over_http_and_resp() {
+    let (redis, proxy) = setup(&["--cache-ttl", "1h"]);
+    let mut c = resp(&proxy);
+    redis.set("foo", "bar");
+    assert_eq!(
+        both(&proxy, &mut c, "foo"),
+        (Some("bar".into()), Some("bar".into()))
+    );
+    assert_eq!(proxy.get("/get/foo").cache(), "HIT");
+    redis.set("foo", "baz");
+    until_both(&proxy, &mut c, "foo", Some("baz"));
+    redis.cmd(&["DEL", "foo"]);
+    until_both(&proxy, &mut c, "foo", None);
+    redis.set("foo", "qux");
+    until_both(&proxy, &mut c, "foo", Some("qux"));
+    redis.cmd(&["APPEND", "foo", "!"]);
+    until_both(&proxy, &mut c, "foo", Some("qux!"));
+    redis.cmd(&["FLUSHALL"]);
+    until_both(&proxy, &mut c, "foo", None);
+    assert!(proxy.metric("redis_proxy_invalidations_total") >= 3.0);
+    assert_eq!(
+        proxy.metric("redis_proxy_cache_flushes_total{reason=\"flushall\"}"),
+        1.0
+    );
+    let info: String = redis::cmd("INFO").arg("proxy").query(&mut c).unwrap();
+    for field in [
+        "invalidation_mode:tracking",
+        "tracking:on",
+        "invalidations:",
+        "cache_flushes:",
+    ] {
+        assert!(info.contains(field), "no {field} in {info}");
+    }
+}
+
+#[test]
+fn a_value_set_through_the_proxy_is_replaced_by_a_later_direct_write() {
+    let (redis, proxy) = setup(&["--allow-writes", "--cache-ttl", "1h"]);
+    let mut c = resp(&proxy);
+    let _: () = redis::cmd("SET").arg("k").arg("v1").query(&mut c).unwrap();
+    redis.cmd(&["CONFIG", "RESETSTAT"]);
+    assert_eq!(resp_get(&mut c, "k").as_deref(), Some("v1"));
+    assert_eq!(redis.calls("get"), 0, "fresh in the cache after SET");
+    redis.set("k", "v2");
+    until_both(&proxy, &mut c, "k", Some("v2"));
+    assert_eq!(proxy.get("/set/k/v3").status, 200);
+    assert_eq!(proxy.get("/get/k").cache(), "HIT");
+    redis.set("k", "v4");
+    until_both(&proxy, &mut c, "k", Some("v4"));
+}
+
+#[test]
+fn redis_stopped_drops_the_cache_and_restart_recovers() {
+    let mut redis = RedisServer::start();
+    redis.set("cached", "v");
+    let proxy = Proxy::start_ready(&redis, &["--backend-timeout", "5s"]);
+    assert_eq!(proxy.get("/get/cached").status, 200);
+    assert_eq!(proxy.get("/get/cached").cache(), "HIT");
+
+    redis.stop();
+    // Nothing tells the proxy what changes while it is cut off, so it
+    // serves nothing it cached: an error, not a possibly stale hit, and
+    // never a 404.
+    let r = wait_for("the cached key to stop being served", || {
+        let r = proxy.get("/get/cached");
+        (r.status != 200).then_some(r)
+    });
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(proxy.admin_get("/readyz").unwrap().status, 503);
+    assert_eq!(proxy.metric("redis_proxy_tracking"), 0.0);
+    assert!(proxy.metric("redis_proxy_cache_flushes_total{reason=\"disconnected\"}") >= 1.0);
+
+    redis.restart();
+    proxy.wait_ready();
+    assert_eq!(proxy.metric("redis_proxy_tracking"), 1.0);
+    // The restarted Redis is empty, and so is what the proxy serves.
+    assert_eq!(proxy.get("/get/cached").status, 404);
+    redis.set("cached", "again");
+    assert_eq!(proxy.get("/get/cached").json()["value"], "again");
+}
+
+#[test]
+fn a_redis_user_that_may_not_turn_tracking_on_is_never_served_from_cache() {
+    let redis = RedisServer::start();
+    redis.set("k", "v");
+    redis.cmd(&["ACL", "SETUSER", "notrack", "on", ">pw", "~*", "+@all", "-client"]);
+    let url = format!("redis://notrack:pw@127.0.0.1:{}/0", redis.port);
+
+    let proxy = Proxy::start_url(&url, &[]);
+    wait_for("the refusal to be counted", || {
+        let refused = "redis_proxy_cache_flushes_total{reason=\"tracking_refused\"}";
+        (proxy.metric(refused) >= 1.0).then_some(())
+    });
+    assert_eq!(proxy.admin_get("/readyz").unwrap().status, 503);
+    let r = proxy.get("/get/k");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(proxy.metric("redis_proxy_tracking"), 0.0);
+
+    // The same user with expiry-only invalidation works.
+    let proxy = Proxy::start_url(&url, &["--invalidation", "ttl"]);
+    proxy.wait_ready();
+    assert_eq!(proxy.get("/get/k").json()["value"], "v");
+}
