@@ -38,8 +38,10 @@ pub struct Fetched {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
     /// Redis holds the value and will say when it changes (or, in `ttl`
-    /// mode, nothing would anyway): it may be cached, for at most `ttl`.
-    Cacheable { ttl: Option<Duration> },
+    /// mode, nothing would anyway): it may be cached, for at most `ttl`, if
+    /// nothing but the write's own `echoes` (invalidations of the key that
+    /// the write itself caused, already applied) changed the key meanwhile.
+    Cacheable { ttl: Option<Duration>, echoes: u64 },
     /// Written, but nothing would tell us when it changes: not cacheable.
     NotCacheable,
 }
@@ -261,23 +263,47 @@ impl Backend {
             .ok_or_else(|| self.unexpected(Value::Nil))
     }
 
-    /// `SET key value`. In `tracking` mode, inside MULTI/EXEC with a PTTL
-    /// of the key: the PTTL is a read, so Redis tracks the key for us from
-    /// the moment it holds our value (a plain SET is not a read, and a value
-    /// cached after it would never be invalidated). Where MULTI is refused,
-    /// a plain SET, and the value is not cacheable.
+    /// `SET key value`.
+    ///
+    /// In `tracking` mode a plain SET is not a read, so Redis would not
+    /// track the key for us, and a value cached after it would never be
+    /// invalidated. So the SET goes in a transaction that reads the key
+    /// before (EXISTS) and after (PTTL) it: tracked before, the SET always
+    /// invalidates it for us exactly once (Redis sends a connection the
+    /// invalidations its own writes cause); tracked after, the next change
+    /// is pushed. A PING follows the transaction, and its reply comes after
+    /// that invalidation, so when this returns the echo has been applied.
+    /// Where MULTI is refused, a plain SET, and the value is not cacheable.
     pub async fn set(&self, key: &[u8], value: &[u8]) -> Result<Written, Error> {
         let tracked = self.mode == Invalidation::Tracking;
         if tracked && self.atomic_reads.load(Ordering::Relaxed) {
-            let (replies, _) = self
-                .read(|pipe| {
-                    pipe.cmd("SET").arg(key).arg(value).cmd("PTTL").arg(key);
-                })
+            let mut pipe = redis::pipe();
+            pipe.cmd("MULTI")
+                .cmd("EXISTS")
+                .arg(key)
+                .cmd("SET")
+                .arg(key)
+                .arg(value)
+                .cmd("PTTL")
+                .arg(key)
+                .cmd("EXEC")
+                .cmd("PING")
+                .ignore_errors();
+            let replies: Vec<Value> = self
+                .round_trip(|mut conn| async move { pipe.query_async(&mut conn).await })
                 .await?;
-            return match <[Value; 2]>::try_from(replies) {
-                Ok([Value::Okay, pttl]) => Ok(Written::Cacheable { ttl: pttl_of(pttl) }),
-                Ok([other, _]) => Err(self.unexpected(other)),
-                Err(r) => Err(self.unexpected(Value::Array(r))),
+            let mut replies = replies.into_iter().rev();
+            let (_pong, exec) = (replies.next(), replies.next());
+            return match exec {
+                Some(Value::Array(exec)) => match <[Value; 3]>::try_from(exec) {
+                    Ok([_, Value::Okay, pttl]) => Ok(Written::Cacheable {
+                        ttl: pttl_of(pttl),
+                        echoes: 1,
+                    }),
+                    Ok([_, other, _]) => Err(self.unexpected(other)),
+                    Err(other) => Err(self.unexpected(Value::Array(other))),
+                },
+                other => Err(self.unexpected(other.unwrap_or(Value::Nil))),
             };
         }
         let mut cmd = redis::cmd("SET");
@@ -287,7 +313,7 @@ impl Backend {
             .await?;
         match reply {
             Value::Okay | Value::SimpleString(_) if tracked => Ok(Written::NotCacheable),
-            Value::Okay | Value::SimpleString(_) => Ok(Written::Cacheable { ttl: None }),
+            Value::Okay | Value::SimpleString(_) => Ok(Written::Cacheable { ttl: None, echoes: 0 }),
             other => Err(self.unexpected(other)),
         }
     }

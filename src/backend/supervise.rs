@@ -97,7 +97,10 @@ impl Backend {
             })?;
         if tracking {
             let mut on = redis::cmd("CLIENT");
-            on.arg("TRACKING").arg("ON").arg("NOLOOP");
+            // Not NOLOOP: it would also hide the evictions Redis makes while
+            // running our own commands (under maxmemory), and those keys
+            // would stay cached.
+            on.arg("TRACKING").arg("ON");
             let refused = match tokio::time::timeout(self.timeout, on.query_async::<Value>(&mut conn)).await {
                 Ok(Ok(Value::Okay)) => None,
                 Ok(Ok(other)) => Some(format!("{other:?}")),

@@ -1,8 +1,7 @@
 //! CLIENT TRACKING: how Redis tells the proxy what changed, and why the
 //! cache built on it never keeps a value Redis no longer holds.
 //!
-//! The proxy reads through one RESP3 connection with `CLIENT TRACKING on
-//! NOLOOP`. Redis remembers every key a read on it touched and, when
+//! The proxy reads through one RESP3 connection with `CLIENT TRACKING on`. Redis remembers every key a read on it touched and, when
 //! another client changes one (a write, an expiry, an eviction), pushes an
 //! `invalidate` message naming it, once, on the same connection. Three
 //! facts make this race-free:
@@ -21,9 +20,12 @@
 //!    whose reply is handled after the invalidation of a later write does
 //!    not insert; one that inserted before it is removed by it.
 //!
-//! Nothing is pushed for writes made on this connection (NOLOOP): writes
-//! through the proxy do their own bookkeeping, and a SET through the proxy
-//! reads the key back in the same transaction so that Redis tracks it.
+//! Not NOLOOP: with it Redis also keeps quiet about the keys it evicts
+//! while running this connection's own commands (under `maxmemory`, any
+//! command may evict), and those would stay cached; the coherence test
+//! found that. So the proxy's own writes are echoed back as invalidations
+//! too, and a SET through the proxy accounts for its echo (see
+//! [`Backend::set`]).
 //!
 //! Whatever means invalidations may have been missed drops everything: a
 //! null invalidation (FLUSHALL, FLUSHDB), the connection failing or being

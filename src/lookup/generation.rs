@@ -31,10 +31,11 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    /// True if `later` is this stamp's key after exactly one more bump and
-    /// no epoch change: nothing else touched the key's shard in between.
-    pub fn next_is(self, later: Stamp) -> bool {
-        later.epoch == self.epoch && later.shard == self.shard + 1
+    /// True if `later` is this stamp's key after exactly `bumps` more bumps
+    /// and no epoch change: nothing but the bumps the caller expects touched
+    /// the key's shard in between.
+    pub fn is_followed_by(self, later: Stamp, bumps: u64) -> bool {
+        later.epoch == self.epoch && later.shard == self.shard + bumps
     }
 }
 
@@ -140,18 +141,22 @@ mod tests {
     }
 
     #[test]
-    fn next_is_means_exactly_one_bump_in_between() {
+    fn is_followed_by_means_exactly_the_expected_bumps_in_between() {
         let g = Generations::new();
         let before = g.bump(b"k");
         let after = g.bump(b"k");
-        assert!(before.next_is(after));
+        assert!(before.is_followed_by(after, 1));
         let before = g.bump(b"k");
         g.bump(b"k");
         let after = g.bump(b"k");
-        assert!(!before.next_is(after), "another write overlapped");
+        assert!(!before.is_followed_by(after, 1), "another write overlapped");
+        assert!(before.is_followed_by(after, 2), "an expected echo of the write");
         let before = g.bump(b"k");
         g.bump_all();
         let after = g.bump(b"k");
-        assert!(!before.next_is(after), "everything was dropped in between");
+        assert!(
+            !before.is_followed_by(after, 1),
+            "everything was dropped in between"
+        );
     }
 }

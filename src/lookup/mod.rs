@@ -31,7 +31,7 @@ use crate::backend::{Backend, Coherence, Written};
 use crate::cache::{Bounds, Store};
 use crate::error::Error;
 use crate::metrics::{FlushReason, Metrics};
-use flight::{FlightGuard, FlightSender, Flights, Begun, Outcome, Slot};
+use flight::{Begun, FlightGuard, FlightSender, Flights, Outcome, Slot};
 use generation::{Generations, Stamp};
 
 /// Stops at a named point when a test armed it; nothing outside tests.
@@ -345,8 +345,10 @@ impl Lookup {
         let result = self.backend.set(&key, &value).await;
         pause_point!(self, "write_replied");
         let after = self.local.generations.bump(&key);
+        // Our own bump, plus the invalidations the write itself caused:
+        // anything more is another write or invalidation that overlapped.
         let ttl = match result {
-            Ok(Written::Cacheable { ttl }) if before.next_is(after) => Some(ttl),
+            Ok(Written::Cacheable { ttl, echoes }) if before.is_followed_by(after, echoes + 1) => Some(ttl),
             _ => None,
         };
         self.local.with_store(|s| match ttl {
