@@ -12,7 +12,7 @@ use clap::Parser;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "redis-proxy", version, about)]
 pub struct Config {
-    /// Backing Redis: redis://[user:pass@]host:port[/db]. Without it,
+    /// Backing Redis: `redis://[user:pass@]host:port[/db]`. Without it,
     /// REDIS_HOST / REDIS_PORT / REDIS_DB, then redis://127.0.0.1:6379/0.
     #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url)]
     pub redis_url: Option<String>,

@@ -1,4 +1,4 @@
-//! The HTTP front end: routes → [`Lookup`]. Keys are taken from the raw
+//! The HTTP front end: routes → [`Lookup`](crate::lookup::Lookup). Keys are taken from the raw
 //! path, percent-decoded strictly, and treated as bytes throughout.
 
 use std::convert::Infallible;

@@ -1,7 +1,7 @@
 //! The connection to the backing Redis.
 //!
-//! One multiplexed connection carries every request; [`supervise`] keeps it
-//! (connect, health-check, reconnect) and [`tracking`] explains how, in
+//! One multiplexed connection carries every request; `supervise` keeps it
+//! (connect, health-check, reconnect) and `tracking` explains how, in
 //! `tracking` mode, the same connection carries Redis's invalidations and
 //! why that keeps the cache coherent. Requests never wait for a reconnect:
 //! while there is no connection they fail at once with

@@ -2,7 +2,7 @@
 //! an optional bound on key+value bytes. Every operation is O(1).
 //!
 //! Layout: a `HashMap` from key to a slot in a `Vec` of nodes; each node is
-//! linked into two lists ([`list`]): `by_read` (front = least recently read,
+//! linked into two lists (`list`): `by_read` (front = least recently read,
 //! the eviction victim) and `by_insert` (front = oldest insertion). Because
 //! the TTL is global, insertion order is expiry order, so expired entries are
 //! always found at the front of `by_insert` and purged there. An entry whose

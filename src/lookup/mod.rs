@@ -3,7 +3,7 @@
 //!
 //! A hit takes one short mutex section and clones a `Bytes` (a reference
 //! count); nothing is held across an await. A miss registers a flight for
-//! its key ([`flight`]); later misses on that key wait on the same flight,
+//! its key (`flight`); later misses on that key wait on the same flight,
 //! so any number of concurrent misses cost one Redis round trip. The flight
 //! runs in its own task, so a client that hangs up does not cancel it for
 //! the others.
