@@ -57,7 +57,7 @@ pub struct Config {
     pub max_parallel: Option<u32>,
 
     /// How the cache stays coherent with Redis: `tracking` (CLIENT TRACKING:
-    /// Redis says which keys changed; needs Redis 6+) or `ttl` (expiry only).
+    /// Redis says which keys changed; needs Redis 7+) or `ttl` (expiry only).
     #[arg(long, env = "INVALIDATION", default_value = "tracking")]
     pub invalidation: Invalidation,
 

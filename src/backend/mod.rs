@@ -51,6 +51,9 @@ pub enum Written {
 struct Published {
     id: u64,
     conn: Option<MultiplexedConnection>,
+    /// Whether reads on it go in MULTI/EXEC: probed on each connection, and
+    /// kept with it, so a request never uses another connection's answer.
+    atomic: bool,
 }
 
 /// The backing Redis: requests on its connection, and the supervisor
@@ -62,8 +65,6 @@ pub struct Backend {
     conn: RwLock<Published>,
     next_id: AtomicU64,
     ready: AtomicBool,
-    /// Whether reads go in MULTI/EXEC; cleared if Redis refuses it.
-    atomic_reads: AtomicBool,
     broken: Notify,
     coherence: Arc<dyn Coherence>,
     metrics: Arc<Metrics>,
@@ -89,10 +90,13 @@ impl Backend {
             client: Client::open(info)?,
             mode,
             timeout,
-            conn: RwLock::new(Published { id: 0, conn: None }),
+            conn: RwLock::new(Published {
+                id: 0,
+                conn: None,
+                atomic: false,
+            }),
             next_id: AtomicU64::new(0),
             ready: AtomicBool::new(false),
-            atomic_reads: AtomicBool::new(true),
             broken: Notify::new(),
             coherence,
             metrics,
@@ -115,9 +119,12 @@ impl Backend {
         self.metrics.backend_up.set(up as i64);
     }
 
-    fn connection(&self) -> Option<(u64, MultiplexedConnection)> {
+    fn connection(&self) -> Option<(u64, MultiplexedConnection, bool)> {
         let published = self.conn.read().expect("backend lock");
-        published.conn.clone().map(|c| (published.id, c))
+        published
+            .conn
+            .clone()
+            .map(|c| (published.id, c, published.atomic))
     }
 
     fn is_current(&self, id: u64) -> bool {
@@ -126,8 +133,12 @@ impl Backend {
     }
 
     /// Makes connection `id` the one requests use.
-    fn publish(&self, id: u64, conn: MultiplexedConnection) {
-        *self.conn.write().expect("backend lock") = Published { id, conn: Some(conn) };
+    fn publish(&self, id: u64, conn: MultiplexedConnection, atomic: bool) {
+        *self.conn.write().expect("backend lock") = Published {
+            id,
+            conn: Some(conn),
+            atomic,
+        };
         self.set_ready(true);
         if self.mode == Invalidation::Tracking {
             self.metrics.tracking.set(1);
@@ -164,17 +175,16 @@ impl Backend {
     ///
     /// Returns the replies and whether they were read in a transaction.
     async fn read(&self, build: impl Fn(&mut redis::Pipeline)) -> Result<(Vec<Value>, bool), Error> {
-        let atomic = self.atomic_reads.load(Ordering::Relaxed);
-        let mut pipe = redis::pipe();
-        if atomic {
-            pipe.atomic();
-        }
-        build(&mut pipe);
-        pipe.ignore_errors();
-        let replies = self
-            .round_trip(|mut conn| async move { pipe.query_async(&mut conn).await })
-            .await?;
-        Ok((replies, atomic))
+        self.round_trip(|mut conn, atomic| {
+            let mut pipe = redis::pipe();
+            if atomic {
+                pipe.atomic();
+            }
+            build(&mut pipe);
+            pipe.ignore_errors();
+            async move { pipe.query_async(&mut conn).await.map(|r| (r, atomic)) }
+        })
+        .await
     }
 
     /// `GET key` and `PTTL key` in one round trip. `Ok(None)`: no such key.
@@ -255,7 +265,7 @@ impl Backend {
         }
         pipe.add_command(cmd).ignore_errors();
         let replies: Vec<Value> = self
-            .round_trip(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .round_trip(|mut conn, _| async move { pipe.query_async(&mut conn).await })
             .await?;
         replies
             .into_iter()
@@ -276,45 +286,50 @@ impl Backend {
     /// Where MULTI is refused, a plain SET, and the value is not cacheable.
     pub async fn set(&self, key: &[u8], value: &[u8]) -> Result<Written, Error> {
         let tracked = self.mode == Invalidation::Tracking;
-        if tracked && self.atomic_reads.load(Ordering::Relaxed) {
-            let mut pipe = redis::pipe();
-            pipe.cmd("MULTI")
-                .cmd("EXISTS")
-                .arg(key)
-                .cmd("SET")
-                .arg(key)
-                .arg(value)
-                .cmd("PTTL")
-                .arg(key)
-                .cmd("EXEC")
-                .cmd("PING")
-                .ignore_errors();
-            let replies: Vec<Value> = self
-                .round_trip(|mut conn| async move { pipe.query_async(&mut conn).await })
-                .await?;
-            let mut replies = replies.into_iter().rev();
-            let (_pong, exec) = (replies.next(), replies.next());
-            return match exec {
-                Some(Value::Array(exec)) => match <[Value; 3]>::try_from(exec) {
-                    Ok([_, Value::Okay, pttl]) => Ok(Written::Cacheable {
-                        ttl: pttl_of(pttl),
-                        echoes: 1,
-                    }),
-                    Ok([_, other, _]) => Err(self.unexpected(other)),
-                    Err(other) => Err(self.unexpected(Value::Array(other))),
-                },
+        let (replies, in_transaction) = self
+            .round_trip(|mut conn, atomic| {
+                let in_transaction = tracked && atomic;
+                let mut pipe = redis::pipe();
+                if in_transaction {
+                    pipe.cmd("MULTI")
+                        .cmd("EXISTS")
+                        .arg(key)
+                        .cmd("SET")
+                        .arg(key)
+                        .arg(value)
+                        .cmd("PTTL")
+                        .arg(key)
+                        .cmd("EXEC")
+                        .cmd("PING");
+                } else {
+                    pipe.cmd("SET").arg(key).arg(value);
+                }
+                pipe.ignore_errors();
+                async move {
+                    let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+                    Ok((replies, in_transaction))
+                }
+            })
+            .await?;
+        let mut replies = replies.into_iter().rev();
+        if !in_transaction {
+            return match replies.next() {
+                Some(Value::Okay | Value::SimpleString(_)) if tracked => Ok(Written::NotCacheable),
+                Some(Value::Okay | Value::SimpleString(_)) => Ok(Written::Cacheable { ttl: None, echoes: 0 }),
                 other => Err(self.unexpected(other.unwrap_or(Value::Nil))),
             };
         }
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value);
-        let reply: Value = self
-            .round_trip(|mut conn| async move { cmd.query_async(&mut conn).await })
-            .await?;
-        match reply {
-            Value::Okay | Value::SimpleString(_) if tracked => Ok(Written::NotCacheable),
-            Value::Okay | Value::SimpleString(_) => Ok(Written::Cacheable { ttl: None, echoes: 0 }),
-            other => Err(self.unexpected(other)),
+        let (_pong, exec) = (replies.next(), replies.next());
+        match exec {
+            Some(Value::Array(exec)) => match <[Value; 3]>::try_from(exec) {
+                Ok([_, Value::Okay, pttl]) => Ok(Written::Cacheable {
+                    ttl: pttl_of(pttl),
+                    echoes: 1,
+                }),
+                Ok([_, other, _]) => Err(self.unexpected(other)),
+                Err(other) => Err(self.unexpected(Value::Array(other))),
+            },
+            other => Err(self.unexpected(other.unwrap_or(Value::Nil))),
         }
     }
 
@@ -330,15 +345,15 @@ impl Backend {
     /// and sorts its failure into unavailable / timeout / reply.
     async fn round_trip<T, F, Fut>(&self, request: F) -> Result<T, Error>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(MultiplexedConnection, bool) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let Some((id, conn)) = self.connection() else {
+        let Some((id, conn, atomic)) = self.connection() else {
             self.metrics.backend_error("unavailable");
             return Err(Error::unavailable("not connected to Redis"));
         };
         self.metrics.backend_requests.inc();
-        match tokio::time::timeout(self.timeout, request(conn)).await {
+        match tokio::time::timeout(self.timeout, request(conn, atomic)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.classify(e, id)),
             Err(_) => {

@@ -36,12 +36,12 @@ impl Backend {
                 r = self.connect(id) => r,
             };
             match attempt {
-                Ok(conn) => {
+                Ok((conn, atomic)) => {
                     let tracking = self.mode == Invalidation::Tracking;
                     tracing::info!(target: "backend", tracking, "connected to Redis");
                     backoff = BACKOFF_MIN;
                     last_error = None;
-                    self.publish(id, conn.clone());
+                    self.publish(id, conn.clone(), atomic);
                     self.watch(id, conn, &shutdown).await;
                     self.retire(id, FlushReason::Disconnected);
                     if !shutdown.is_cancelled() {
@@ -64,9 +64,10 @@ impl Backend {
         }
     }
 
-    /// A connection ready for requests: in `tracking` mode, RESP3 with
-    /// tracking on and everything cached before it dropped.
-    async fn connect(self: &Arc<Self>, id: u64) -> Result<MultiplexedConnection, String> {
+    /// A connection ready for requests, and whether it may use MULTI/EXEC:
+    /// in `tracking` mode, RESP3 with tracking on and everything cached
+    /// before it dropped.
+    async fn connect(self: &Arc<Self>, id: u64) -> Result<(MultiplexedConnection, bool), String> {
         let tracking = self.mode == Invalidation::Tracking;
         let mut config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(500))))
@@ -89,13 +90,17 @@ impl Backend {
             .await
             .map_err(|e| {
                 let hint = if tracking {
-                    " (--invalidation tracking needs Redis 6 or later)"
+                    " (--invalidation tracking needs Redis 7 or later)"
                 } else {
                     ""
                 };
                 format!("{e}{hint}")
             })?;
         if tracking {
+            if let Err(refused) = self.check_version(&mut conn).await {
+                self.coherence.invalidate_all(FlushReason::TrackingRefused);
+                return Err(refused);
+            }
             let mut on = redis::cmd("CLIENT");
             // Not NOLOOP: it would also hide the evictions Redis makes while
             // running our own commands (under maxmemory), and those keys
@@ -126,13 +131,37 @@ impl Backend {
         if !atomic {
             tracing::warn!(target: "backend", "Redis refuses MULTI/EXEC; reading without it");
         }
-        self.atomic_reads.store(atomic, Ordering::Relaxed);
         if tracking {
             // Whatever was cached before this connection may have changed
             // while nothing was telling us.
             self.coherence.invalidate_all(FlushReason::Connected);
         }
-        Ok(conn)
+        Ok((conn, atomic))
+    }
+
+    /// Redis 7 or later. Before 7.0, Redis could write an invalidation in
+    /// the middle of the reply to the command that caused it (a read that
+    /// expired a key, a write in a transaction), which a client reading
+    /// replies in order takes for part of the reply: every later reply on
+    /// the connection would be matched to the wrong request.
+    async fn check_version(&self, conn: &mut MultiplexedConnection) -> Result<(), String> {
+        // HELLO, not INFO: a user limited to reads may still say HELLO.
+        let mut hello = redis::cmd("HELLO");
+        hello.arg(3);
+        let reply = match tokio::time::timeout(self.timeout, hello.query_async::<Value>(conn)).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => return Err(format!("HELLO 3 failed: {e}")),
+            Err(_) => return Err("HELLO 3 timed out".into()),
+        };
+        let version = hello_version(&reply);
+        match version.as_deref().and_then(major_version) {
+            Some(major) if major >= 7 => Ok(()),
+            _ => Err(format!(
+                "--invalidation tracking needs Redis 7 or later, found version {}; start with \
+                 --invalidation ttl",
+                version.as_deref().unwrap_or("unknown")
+            )),
+        }
     }
 
     /// Returns when the connection numbered `id` is broken, has been
@@ -155,7 +184,7 @@ impl Backend {
             }
             let ping = redis::cmd("PING");
             match tokio::time::timeout(self.timeout, ping.query_async::<Value>(&mut conn)).await {
-                Ok(Ok(_)) => {
+                Ok(Ok(Value::SimpleString(pong))) if pong == "PONG" => {
                     ping_timeouts = 0;
                     self.set_ready(self.is_current(id));
                 }
@@ -166,6 +195,12 @@ impl Backend {
                     self.set_ready(false);
                 }
                 Ok(Err(_)) => return,
+                Ok(Ok(other)) => {
+                    // Replies matched to the wrong requests: nothing on this
+                    // connection can be trusted.
+                    tracing::error!(target: "backend", reply = ?other, "PING answered out of step; reconnecting");
+                    return;
+                }
                 Err(_) => {
                     // A slow Redis is not a dead one: keep the connection a
                     // while so requests see 504s, not a reconnect storm.
@@ -178,6 +213,25 @@ impl Backend {
             }
         }
     }
+}
+
+/// The `version` field of a HELLO reply.
+fn hello_version(reply: &Value) -> Option<String> {
+    let Value::Map(fields) = reply else {
+        return None;
+    };
+    fields.iter().find_map(|(k, v)| match (k, v) {
+        (Value::BulkString(k), Value::BulkString(v)) if k == b"version" => {
+            Some(String::from_utf8_lossy(v).into_owned())
+        }
+        (Value::SimpleString(k), Value::SimpleString(v)) if k == "version" => Some(v.clone()),
+        _ => None,
+    })
+}
+
+/// The major number of a version such as `7.0.15`.
+fn major_version(version: &str) -> Option<u32> {
+    version.trim().split('.').next()?.parse().ok()
 }
 
 /// Whether this connection may use MULTI/EXEC: MULTI then DISCARD, on a
@@ -193,5 +247,32 @@ async fn probe_transactions(conn: &mut MultiplexedConnection) -> Result<bool, ()
     match redis::cmd("DISCARD").query_async::<Value>(conn).await {
         Ok(Value::Okay) => Ok(true),
         _ => Err(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_versions() {
+        let hello = |v: &str| {
+            Value::Map(vec![
+                (
+                    Value::BulkString(b"server".to_vec()),
+                    Value::BulkString(b"redis".to_vec()),
+                ),
+                (
+                    Value::BulkString(b"version".to_vec()),
+                    Value::BulkString(v.as_bytes().to_vec()),
+                ),
+            ])
+        };
+        assert_eq!(hello_version(&hello("7.0.15")).as_deref(), Some("7.0.15"));
+        assert_eq!(major_version("7.0.15"), Some(7));
+        assert_eq!(major_version("6.2.14"), Some(6));
+        assert_eq!(major_version("10.0.0"), Some(10));
+        assert_eq!(major_version("x"), None);
+        assert_eq!(hello_version(&Value::Nil), None);
     }
 }

@@ -351,12 +351,15 @@ impl Lookup {
             Ok(Written::Cacheable { ttl, echoes }) if before.is_followed_by(after, echoes + 1) => Some(ttl),
             _ => None,
         };
+        pause_point!(self, "write_checked");
+        let ttl = ttl.map(|ttl| ttl.map_or(Duration::MAX, |t| t.saturating_sub(sent.elapsed())));
         self.local.with_store(|s| match ttl {
-            Some(ttl) => {
-                let ttl = ttl.map_or(Duration::MAX, |t| t.saturating_sub(sent.elapsed()));
+            // Checked again under the lock, as a fetch's insert is: an
+            // invalidation since `after` has already done its remove.
+            Some(ttl) if self.local.generations.is_current(&key, after) => {
                 s.insert(key, value, Instant::now(), ttl)
             }
-            None => {
+            _ => {
                 s.remove(&key);
             }
         });

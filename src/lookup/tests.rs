@@ -266,6 +266,29 @@ async fn a_value_set_through_the_proxy_is_invalidated_by_a_later_direct_write() 
     h.until_value("k", None).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_between_a_writes_check_and_its_insert_wins() {
+    let h = harness(Invalidation::Tracking, Duration::from_secs(5)).await;
+    let gate = h.lookup.pauses.arm("write_checked");
+    let writer = {
+        let lookup = h.lookup.clone();
+        tokio::spawn(async move { lookup.set(b("k"), b("mine")).await })
+    };
+    // The SET is done, its echo applied, and nothing else seen: the write
+    // has decided its value may be cached, but has not inserted it yet.
+    gate.arrived().await;
+    let invalidations = h.metrics.invalidations.get();
+    h.direct(&["SET", "k", "theirs"]);
+    h.until("the invalidation", || {
+        h.metrics.invalidations.get() > invalidations
+    })
+    .await;
+    gate.release();
+    writer.await.unwrap().unwrap();
+    // Redis no longer tracks k for us: "mine" cached now would stay.
+    assert_eq!(h.value("k").await, Some(b("theirs")));
+}
+
 /// A client that hangs up mid-write drops the write's future between its
 /// two generation bumps, while a read that raced the write has inserted the
 /// old value: the write must still finish, or the old value stays cached.
