@@ -7,24 +7,37 @@
 //! coherent: a key changed in Redis is dropped within milliseconds.
 //!
 //! # Layout
-//! - [`config`]: flags and environment variables, validated with one-line errors
-//! - [`server`]: listeners, the client limit, the graceful drain
-//! - [`lookup`]: protocol-agnostic GET: cache → single flight → backend →
-//!   insert; `flight` (single flight), [`lookup::generation`] (what keeps a
-//!   stale fetch out of the cache)
+//!
+//! This is the module table (the README points here; the links are checked
+//! by `cargo doc`, so it cannot drift). Dependencies point one way, down
+//! the list, and no front end imports another:
+//!
+//! - [`server`]: sockets: bind, accept, admit (`--max-clients`), reject,
+//!   drain; [`server::run`] serves an app until a shutdown future completes
+//! - front ends, each taking an `Arc<App>`:
+//!   - [`http`]: [`http::api`] (`/get`, `/set`; routing is the pure
+//!     [`http::api::parse_route`]) and [`http::admin`] (`/metrics`,
+//!     `/healthz`, `/readyz`)
+//!   - [`resp`]: the Redis protocol: `parse` (pure, fuzzed), `encode`,
+//!     `command` (requests parsed once into commands, with the table of
+//!     what is served), `conn` (a connection's loop and pipelining), and
+//!     the answers by kind: `data`, `connection`, `introspection`
+//! - [`app`]: what the front ends share: [`app::App`], built once from the
+//!   configuration; the `--max-parallel` slot; the password check; the one
+//!   classification of a request's outcome
+//! - [`lookup`]: the read path: cache → single flight → Redis → insert;
+//!   `flight` (single flight), [`lookup::generation`] (what keeps a stale
+//!   fetch out of the cache)
 //! - [`cache`]: the LRU+TTL store (`list` holds the index-linked lists)
-//! - [`backend`]: requests to Redis; `supervise` (the connection's life),
+//! - [`backend`]: Redis: requests; `supervise` (the connection's life);
 //!   `tracking` (CLIENT TRACKING invalidations, and why they are race-free)
-//! - [`http`]: HTTP routes → lookup
-//! - [`resp`]: the Redis-protocol front end (`parse`, `encode`, the connection loop)
-//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`
-//! - [`metrics`]: every metric in one place
-//! - [`error`]: one error type; where it came from decides the status code
-//! - [`telemetry`]: log set-up
+//! - leaves any layer may use: [`error`] (where an error came from decides
+//!   the HTTP status and the RESP line), [`config`], [`metrics`] (every
+//!   metric in one place), [`telemetry`] (log set-up)
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
+pub mod app;
 pub mod backend;
 pub mod cache;
 pub mod config;

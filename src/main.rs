@@ -10,7 +10,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("starting the Tokio runtime");
-    match runtime.block_on(redis_proxy::server::run(config)) {
+    match runtime.block_on(redis_proxy::server::run_until_signalled(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

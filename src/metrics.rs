@@ -38,17 +38,19 @@ pub enum Outcome {
     WrongType,
     BackendError,
     ClientError,
+    InternalError,
     Ok,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 7] = [
+    const ALL: [Outcome; 8] = [
         Outcome::Hit,
         Outcome::Miss,
         Outcome::NotFound,
         Outcome::WrongType,
         Outcome::BackendError,
         Outcome::ClientError,
+        Outcome::InternalError,
         Outcome::Ok,
     ];
 
@@ -60,6 +62,7 @@ impl Outcome {
             Outcome::WrongType => "wrongtype",
             Outcome::BackendError => "backend_error",
             Outcome::ClientError => "client_error",
+            Outcome::InternalError => "internal_error",
             Outcome::Ok => "ok",
         }
     }
@@ -142,20 +145,14 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("redis_proxy");
-        let requests = Family::<RequestLabels, Counter>::default();
-        let request_duration = Family::<FrontendLabels, Histogram>::new_with_constructor(|| {
-            // 10µs .. ~5s
-            Histogram::new(exponential_buckets(0.000_01, 2.5, 15))
-        });
-        let connections = Family::<FrontendLabels, Gauge>::default();
-        let connections_rejected = Family::<FrontendLabels, Counter>::default();
-        let backend_errors = Family::<KindLabels, Counter>::default();
-        let m = Metrics {
-            requests,
-            request_duration,
-            connections,
-            connections_rejected,
+        let mut m = Metrics {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(|| {
+                // 10µs .. ~5s
+                Histogram::new(exponential_buckets(0.000_01, 2.5, 15))
+            }),
+            connections: Family::default(),
+            connections_rejected: Family::default(),
             requests_queued: Gauge::default(),
             hits: Counter::default(),
             misses: Counter::default(),
@@ -163,96 +160,118 @@ impl Metrics {
             expirations: Counter::default(),
             singleflight_joins: Counter::default(),
             backend_requests: Counter::default(),
-            backend_errors,
+            backend_errors: Family::default(),
             backend_up: Gauge::default(),
             entries: Gauge::default(),
             bytes: Gauge::default(),
             invalidations: Counter::default(),
             cache_flushes: Family::default(),
             tracking: Gauge::default(),
-            registry: Registry::default(),
+            registry: Registry::with_prefix("redis_proxy"),
         };
-        registry.register(
-            "requests",
-            "Requests answered, by front end and outcome",
-            m.requests.clone(),
-        );
-        registry.register(
-            "request_duration_seconds",
-            "Time from a parsed request to its answer",
-            m.request_duration.clone(),
-        );
-        registry.register(
-            "requests_queued",
-            "Requests waiting for a --max-parallel slot",
-            m.requests_queued.clone(),
-        );
-        registry.register("connections", "Client connections open", m.connections.clone());
-        registry.register(
-            "connections_rejected",
-            "Connections refused over --max-clients",
-            m.connections_rejected.clone(),
-        );
-        registry.register("cache_hits", "Lookups answered from the cache", m.hits.clone());
-        registry.register("cache_misses", "Lookups that went to Redis", m.misses.clone());
-        registry.register(
-            "cache_evictions",
-            "Entries evicted for capacity or bytes",
-            m.evictions.clone(),
-        );
-        registry.register(
-            "cache_expirations",
-            "Entries dropped at their expiry",
-            m.expirations.clone(),
-        );
-        registry.register(
-            "singleflight_joins",
-            "Misses that waited on a Redis GET already in flight",
-            m.singleflight_joins.clone(),
-        );
-        registry.register(
-            "backend_requests",
-            "Round trips sent to Redis",
-            m.backend_requests.clone(),
-        );
-        registry.register(
-            "backend_errors",
-            "Failed Redis round trips, by kind",
-            m.backend_errors.clone(),
-        );
-        registry.register(
-            "backend_up",
-            "1 while Redis is connected and answering",
-            m.backend_up.clone(),
-        );
-        registry.register("cache_entries", "Keys held in the cache", m.entries.clone());
-        registry.register(
-            "cache_bytes",
-            "Key and value bytes held in the cache",
-            m.bytes.clone(),
-        );
-        registry.register(
-            "invalidations",
-            "Keys Redis said changed (CLIENT TRACKING invalidations)",
-            m.invalidations.clone(),
-        );
-        registry.register(
-            "cache_flushes",
-            "Times every cached entry was dropped, by reason",
-            m.cache_flushes.clone(),
-        );
-        registry.register(
-            "tracking",
-            "1 while CLIENT TRACKING is on for the connection to Redis",
-            m.tracking.clone(),
-        );
+        m.register_front_ends();
+        m.register_cache();
+        m.register_backend();
         // Every reason shows, at 0, before its first flush.
         for reason in FlushReason::ALL {
             drop(m.cache_flushes.get_or_create(&ReasonLabels {
                 reason: reason.as_str(),
             }));
         }
-        Metrics { registry, ..m }
+        m
+    }
+
+    fn register_front_ends(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "requests",
+            "Requests answered, by front end and outcome",
+            self.requests.clone(),
+        );
+        let duration = self.request_duration.clone();
+        r.register(
+            "request_duration_seconds",
+            "Time from a parsed request to its answer",
+            duration,
+        );
+        let queued = self.requests_queued.clone();
+        r.register(
+            "requests_queued",
+            "Requests waiting for a --max-parallel slot",
+            queued,
+        );
+        r.register("connections", "Client connections open", self.connections.clone());
+        let rejected = self.connections_rejected.clone();
+        r.register(
+            "connections_rejected",
+            "Connections refused over --max-clients",
+            rejected,
+        );
+    }
+
+    fn register_cache(&mut self) {
+        let r = &mut self.registry;
+        r.register("cache_hits", "Lookups answered from the cache", self.hits.clone());
+        r.register("cache_misses", "Lookups that went to Redis", self.misses.clone());
+        r.register(
+            "cache_evictions",
+            "Entries evicted for capacity or bytes",
+            self.evictions.clone(),
+        );
+        r.register(
+            "cache_expirations",
+            "Entries dropped at their expiry",
+            self.expirations.clone(),
+        );
+        let joins = self.singleflight_joins.clone();
+        r.register(
+            "singleflight_joins",
+            "Misses that waited on a Redis GET already in flight",
+            joins,
+        );
+        r.register("cache_entries", "Keys held in the cache", self.entries.clone());
+        r.register(
+            "cache_bytes",
+            "Key and value bytes held in the cache",
+            self.bytes.clone(),
+        );
+        let flushes = self.cache_flushes.clone();
+        r.register(
+            "cache_flushes",
+            "Times every cached entry was dropped, by reason",
+            flushes,
+        );
+    }
+
+    fn register_backend(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "backend_requests",
+            "Round trips sent to Redis",
+            self.backend_requests.clone(),
+        );
+        r.register(
+            "backend_errors",
+            "Failed Redis round trips, by kind",
+            self.backend_errors.clone(),
+        );
+        r.register(
+            "backend_up",
+            "1 while Redis is connected and answering",
+            self.backend_up.clone(),
+        );
+        let invalidations = self.invalidations.clone();
+        r.register(
+            "invalidations",
+            "Keys Redis said changed (CLIENT TRACKING invalidations)",
+            invalidations,
+        );
+        let tracking = self.tracking.clone();
+        r.register(
+            "tracking",
+            "1 while CLIENT TRACKING is on for the connection to Redis",
+            tracking,
+        );
     }
 
     /// The request metrics of one front end.

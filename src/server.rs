@@ -1,17 +1,18 @@
-//! Listeners, the client limit and the graceful drain.
+//! Sockets: bind, accept, admit, reject, drain.
 //!
-//! Each listener has an accept loop. A client connection (HTTP or RESP)
-//! takes a permit from one semaphore shared by the client front ends
-//! (`--max-clients`) and holds it until it closes; with none left, the
-//! connection is told so (503 / `-ERR max number of clients reached`) and
-//! closed. On SIGTERM/SIGINT the accept loops stop, open connections finish
-//! what they are working on and close, and after `--shutdown-timeout`
-//! whatever is left is dropped.
+//! [`run`] serves an [`App`] on bound [`Listeners`] until `shutdown`
+//! completes (the binary passes SIGTERM/SIGINT; a test may pass anything),
+//! as mini-redis's `server::run` does. Each listener has an accept loop. A
+//! client connection (HTTP or RESP) takes a permit from one semaphore
+//! shared by the client front ends (`--max-clients`) and holds it until it
+//! closes; with none left, the connection is told so (503 / `-ERR max
+//! number of clients reached`) and closed. On shutdown the accept loops
+//! stop, open connections finish what they are working on and close, and
+//! after `--shutdown-timeout` whatever is left is dropped.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -21,139 +22,138 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::Backend;
-use crate::cache::Store;
+use crate::app::App;
 use crate::config::{Config, Listen};
 use crate::http::Body;
-use crate::lookup::{Local, Lookup};
-use crate::metrics::{FrontendLabels, FrontendMetrics, Metrics};
+use crate::metrics::FrontendLabels;
 
-/// What every request handler shares.
-pub struct App {
-    pub lookup: Arc<Lookup>,
-    pub metrics: Arc<Metrics>,
-    pub http_metrics: FrontendMetrics,
-    pub resp_metrics: FrontendMetrics,
-    /// `--max-parallel` permits; fair, so with one permit requests run in
-    /// arrival order.
-    pub parallel: Semaphore,
-    pub allow_writes: bool,
-    pub client_password: Option<String>,
-    pub started: Instant,
-    next_client_id: AtomicU64,
+/// The bound sockets; `None` where a front end is `off`.
+pub struct Listeners {
+    pub http: Option<TcpListener>,
+    pub resp: Option<TcpListener>,
+    pub admin: Option<TcpListener>,
 }
 
-impl App {
-    pub fn next_client_id(&self) -> u64 {
-        self.next_client_id.fetch_add(1, Ordering::Relaxed) + 1
+impl Listeners {
+    /// Binds every address the configuration names. An error (a port in
+    /// use, say) names the flag.
+    pub async fn bind(config: &Config) -> Result<Listeners, String> {
+        Ok(Listeners {
+            http: bind(config.http_listen, "--http-listen").await?,
+            resp: bind(config.resp_listen, "--resp-listen").await?,
+            admin: bind(config.admin_listen, "--admin-listen").await?,
+        })
     }
 }
 
-/// Builds everything from the configuration and serves until SIGTERM or
-/// SIGINT, then drains. An error here is a start-up failure (a port in use).
-pub async fn run(config: Config) -> Result<(), String> {
-    let metrics = Arc::new(Metrics::new());
-    let store = Store::new(config.cache_capacity, config.cache_max_bytes, config.cache_ttl);
-    let local = Arc::new(Local::new(store, metrics.clone()));
-    let backend = Backend::new(
-        config.redis_url(),
-        config.backend_timeout,
-        config.invalidation,
-        local.clone(),
-        metrics.clone(),
-    )
-    .map_err(|e| format!("--redis-url: {e}"))?;
-    let backend = Arc::new(backend);
-    let app = Arc::new(App {
-        lookup: Arc::new(Lookup::new(local, backend.clone(), metrics.clone())),
-        http_metrics: metrics.frontend("http"),
-        resp_metrics: metrics.frontend("resp"),
-        metrics,
-        parallel: Semaphore::new(config.max_parallel()),
-        allow_writes: config.allow_writes,
-        client_password: config.client_password.clone(),
-        started: Instant::now(),
-        next_client_id: AtomicU64::new(0),
-    });
-    let http = bind(config.http_listen, "--http-listen").await?;
-    let resp = bind(config.resp_listen, "--resp-listen").await?;
-    let admin = bind(config.admin_listen, "--admin-listen").await?;
+/// Builds the app, binds its listeners and serves until SIGTERM or SIGINT:
+/// what the binary does. An error is a start-up failure.
+pub async fn run_until_signalled(config: Config) -> Result<(), String> {
+    let app = App::build(&config)?;
+    let listeners = Listeners::bind(&config).await?;
     tracing::info!(
-        http = %describe(&http),
-        resp = %describe(&resp),
-        admin = %describe(&admin),
+        http = %describe(&listeners.http),
+        resp = %describe(&listeners.resp),
+        admin = %describe(&listeners.admin),
         redis = %redacted(config.redis_url()),
         max_clients = config.max_clients,
         max_parallel = config.max_parallel(),
         invalidation = ?config.invalidation,
         "redis-proxy listening"
     );
+    run(app, listeners, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Serves until `shutdown` completes, then drains.
+pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
     let stop_accepting = CancellationToken::new();
     // The backend outlives the accept loops: draining requests still need it.
     let stop_backend = CancellationToken::new();
-    tokio::spawn(backend.supervise(stop_backend.clone()));
-    let clients = Arc::new(Semaphore::new(config.max_clients as usize));
+    tokio::spawn(app.backend.clone().supervise(stop_backend.clone()));
+    let serving = serve(&app, listeners, &stop_accepting);
+    shutdown.await;
+    tracing::info!(timeout = ?app.shutdown_timeout, "shutting down: draining connections");
+    stop_accepting.cancel();
+    drain(serving, app.shutdown_timeout).await;
+    stop_backend.cancel();
+}
+
+/// The accept loops, running.
+struct Serving {
+    hyper_loops: Vec<JoinHandle<GracefulShutdown>>,
+    resp_loop: Option<JoinHandle<()>>,
+    resp_conns: TaskTracker,
+}
+
+fn serve(app: &Arc<App>, listeners: Listeners, stop: &CancellationToken) -> Serving {
+    let clients = Arc::new(Semaphore::new(app.max_clients));
     let mut hyper_loops = Vec::new();
-    if let Some(l) = http {
+    if let Some(l) = listeners.http {
         let limit = Some(clients.clone());
-        let serve = crate::http::serve;
-        hyper_loops.push(tokio::spawn(hyper_loop(
+        let accepting = hyper_loop(
             l,
             app.clone(),
-            serve,
+            crate::http::api::serve,
             limit,
             "http",
-            stop_accepting.clone(),
-        )));
+            stop.clone(),
+        );
+        hyper_loops.push(tokio::spawn(accepting));
     }
-    if let Some(l) = admin {
-        let serve = crate::admin::serve;
-        hyper_loops.push(tokio::spawn(hyper_loop(
+    if let Some(l) = listeners.admin {
+        let accepting = hyper_loop(
             l,
             app.clone(),
-            serve,
+            crate::http::admin::serve,
             None,
             "admin",
-            stop_accepting.clone(),
-        )));
+            stop.clone(),
+        );
+        hyper_loops.push(tokio::spawn(accepting));
     }
     let resp_conns = TaskTracker::new();
-    let resp_loop = resp.map(|l| {
-        tokio::spawn(resp_loop(
-            l,
-            app.clone(),
-            clients,
-            stop_accepting.clone(),
-            resp_conns.clone(),
-        ))
+    let resp_loop = listeners.resp.map(|l| {
+        let accepting = resp_loop(l, app.clone(), clients, stop.clone(), resp_conns.clone());
+        tokio::spawn(accepting)
     });
+    Serving {
+        hyper_loops,
+        resp_loop,
+        resp_conns,
+    }
+}
 
-    shutdown_signal().await;
-    tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: draining connections");
-    stop_accepting.cancel();
+/// Waits for the accept loops to stop, then for their connections to
+/// finish, for at most `timeout`.
+async fn drain(serving: Serving, timeout: Duration) {
     let mut drains = Vec::new();
-    for l in hyper_loops {
-        drains.push(l.await.map_err(|e| format!("accept loop failed: {e}"))?);
+    for l in serving.hyper_loops {
+        match l.await {
+            Ok(drain) => drains.push(drain),
+            Err(e) => tracing::error!(error = %e, "an accept loop failed"),
+        }
     }
-    if let Some(l) = resp_loop {
-        l.await.map_err(|e| format!("accept loop failed: {e}"))?;
+    if let Some(l) = serving.resp_loop
+        && let Err(e) = l.await
+    {
+        tracing::error!(error = %e, "the RESP accept loop failed");
     }
-    resp_conns.close();
-    let drain = async {
+    serving.resp_conns.close();
+    let connections = async {
         for d in drains {
             d.shutdown().await;
         }
-        resp_conns.wait().await;
+        serving.resp_conns.wait().await;
     };
-    match tokio::time::timeout(config.shutdown_timeout, drain).await {
+    match tokio::time::timeout(timeout, connections).await {
         Ok(()) => tracing::info!("drained; bye"),
         Err(_) => tracing::warn!("shutdown timeout reached; closing the remaining connections"),
     }
-    stop_backend.cancel();
-    Ok(())
 }
 
 async fn bind(listen: Listen, flag: &str) -> Result<Option<TcpListener>, String> {
@@ -182,7 +182,8 @@ fn redacted(url: &str) -> String {
     }
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing the SIGTERM handler");
     tokio::select! {
@@ -215,8 +216,9 @@ async fn accept(
     }
 }
 
-/// A `--max-clients` slot for a new connection, or None when all are taken
-/// (counted in the metrics).
+/// A `--max-clients` slot for a new connection: `Ok(None)` where the
+/// listener has no limit (admin), `Err` when all are taken (counted in the
+/// metrics).
 fn admit(
     limit: &Option<Arc<Semaphore>>,
     app: &App,

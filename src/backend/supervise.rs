@@ -97,32 +97,7 @@ impl Backend {
                 format!("{e}{hint}")
             })?;
         if tracking {
-            if let Err(refused) = self.check_version(&mut conn).await {
-                self.coherence.invalidate_all(FlushReason::TrackingRefused);
-                return Err(refused);
-            }
-            let mut on = redis::cmd("CLIENT");
-            // Not NOLOOP: it would also hide the evictions Redis makes while
-            // running our own commands (under maxmemory), and those keys
-            // would stay cached.
-            on.arg("TRACKING").arg("ON");
-            let refused = match tokio::time::timeout(self.timeout, on.query_async::<Value>(&mut conn)).await {
-                Ok(Ok(Value::Okay)) => None,
-                Ok(Ok(other)) => Some(format!("{other:?}")),
-                Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() => {
-                    return Err(format!("CLIENT TRACKING failed: {e}"));
-                }
-                // An error reply: NOPERM, or an unknown command.
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(_) => return Err("CLIENT TRACKING timed out".into()),
-            };
-            if let Some(refused) = refused {
-                self.coherence.invalidate_all(FlushReason::TrackingRefused);
-                return Err(format!(
-                    "Redis refused CLIENT TRACKING ({refused}): allow the CLIENT command for this \
-                     user, or start with --invalidation ttl"
-                ));
-            }
+            self.start_tracking(&mut conn).await?;
         }
         let atomic = match tokio::time::timeout(self.timeout, probe_transactions(&mut conn)).await {
             Ok(Ok(atomic)) => atomic,
@@ -137,6 +112,46 @@ impl Backend {
             self.coherence.invalidate_all(FlushReason::Connected);
         }
         Ok((conn, atomic))
+    }
+
+    /// Redis 7 or later, then `CLIENT TRACKING ON`. A refusal (an older
+    /// Redis, a user without the CLIENT command) drops everything cached.
+    async fn start_tracking(&self, conn: &mut MultiplexedConnection) -> Result<(), String> {
+        let refused = match self.check_version(conn).await {
+            Err(refused) => Some(refused),
+            Ok(()) => self.tracking_on(conn).await?,
+        };
+        match refused {
+            None => Ok(()),
+            Some(refused) => {
+                self.coherence.invalidate_all(FlushReason::TrackingRefused);
+                Err(refused)
+            }
+        }
+    }
+
+    /// `CLIENT TRACKING ON`: `Ok(Some(why))` if Redis refused it, `Err` if
+    /// the connection failed.
+    async fn tracking_on(&self, conn: &mut MultiplexedConnection) -> Result<Option<String>, String> {
+        let mut on = redis::cmd("CLIENT");
+        // Not NOLOOP: it would also hide the evictions Redis makes while
+        // running our own commands (under maxmemory), and those keys would
+        // stay cached.
+        on.arg("TRACKING").arg("ON");
+        let why = match tokio::time::timeout(self.timeout, on.query_async::<Value>(conn)).await {
+            Ok(Ok(Value::Okay)) => return Ok(None),
+            Ok(Ok(other)) => format!("{other:?}"),
+            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() => {
+                return Err(format!("CLIENT TRACKING failed: {e}"));
+            }
+            // An error reply: NOPERM, or an unknown command.
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => return Err("CLIENT TRACKING timed out".into()),
+        };
+        Ok(Some(format!(
+            "Redis refused CLIENT TRACKING ({why}): allow the CLIENT command for this user, or \
+             start with --invalidation ttl"
+        )))
     }
 
     /// Redis 7 or later. Before 7.0, Redis could write an invalidation in

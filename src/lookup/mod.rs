@@ -402,5 +402,5 @@ async fn detached<T: Send + 'static>(
 ) -> Result<T, Error> {
     tokio::spawn(work)
         .await
-        .unwrap_or_else(|e| Err(Error::unavailable(format!("the write task failed: {e}"))))
+        .unwrap_or_else(|e| Err(Error::internal(format!("the write task failed: {e}"))))
 }

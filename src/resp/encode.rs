@@ -105,7 +105,7 @@ mod tests {
     }
 
     #[test]
-    fn both_protocols() {
+    fn each_reply_in_resp2_and_resp3() {
         use Proto::*;
         assert_eq!(enc(&Reply::ok(), Resp2), b"+OK\r\n");
         assert_eq!(enc(&Reply::error("ERR x\ny"), Resp2), b"-ERR x y\r\n");

@@ -156,66 +156,71 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
         if i == line.len() {
             return Some(args);
         }
-        let mut word = Vec::new();
-        match line[i] {
-            b'"' => {
-                i += 1;
-                loop {
-                    let c = *line.get(i)?;
-                    if c == b'\\'
-                        && i + 3 < line.len()
-                        && line[i + 1] == b'x'
-                        && let (Some(h), Some(l)) = (hex(line[i + 2]), hex(line[i + 3]))
-                    {
-                        word.push(h << 4 | l);
-                        i += 4;
-                        continue;
-                    }
-                    if c == b'\\' && i + 1 < line.len() {
-                        word.push(match line[i + 1] {
-                            b'n' => b'\n',
-                            b'r' => b'\r',
-                            b't' => b'\t',
-                            b'b' => 8,
-                            b'a' => 7,
-                            other => other,
-                        });
-                        i += 2;
-                    } else if c == b'"' {
-                        i += 1;
-                        break;
-                    } else {
-                        word.push(c);
-                        i += 1;
-                    }
-                }
-                blank_or_end(line, i)?;
-            }
-            b'\'' => {
-                i += 1;
-                loop {
-                    let c = *line.get(i)?;
-                    if c == b'\\' && line.get(i + 1) == Some(&b'\'') {
-                        word.push(b'\'');
-                        i += 2;
-                    } else if c == b'\'' {
-                        i += 1;
-                        break;
-                    } else {
-                        word.push(c);
-                        i += 1;
-                    }
-                }
-                blank_or_end(line, i)?;
-            }
+        let (word, end) = match line[i] {
+            b'"' => double_quoted(line, i + 1)?,
+            b'\'' => single_quoted(line, i + 1)?,
             _ => {
-                while i < line.len() && !line[i].is_ascii_whitespace() {
-                    word.push(line[i]);
-                    i += 1;
-                }
+                let end = line[i..]
+                    .iter()
+                    .position(|c| c.is_ascii_whitespace())
+                    .map_or(line.len(), |n| i + n);
+                (line[i..end].to_vec(), end)
             }
-        }
+        };
         args.push(Bytes::from(word));
+        i = end;
+    }
+}
+
+/// The word in double quotes starting at `i` (after the quote), with its
+/// escapes resolved, and where it ends.
+fn double_quoted(line: &[u8], mut i: usize) -> Option<(Vec<u8>, usize)> {
+    let mut word = Vec::new();
+    loop {
+        let c = *line.get(i)?;
+        if c == b'\\'
+            && i + 3 < line.len()
+            && line[i + 1] == b'x'
+            && let (Some(h), Some(l)) = (hex(line[i + 2]), hex(line[i + 3]))
+        {
+            word.push(h << 4 | l);
+            i += 4;
+        } else if c == b'\\' && i + 1 < line.len() {
+            word.push(match line[i + 1] {
+                b'n' => b'\n',
+                b'r' => b'\r',
+                b't' => b'\t',
+                b'b' => 8,
+                b'a' => 7,
+                other => other,
+            });
+            i += 2;
+        } else if c == b'"' {
+            blank_or_end(line, i + 1)?;
+            return Some((word, i + 1));
+        } else {
+            word.push(c);
+            i += 1;
+        }
+    }
+}
+
+/// The word in single quotes starting at `i` (after the quote): only `\'`
+/// is an escape.
+fn single_quoted(line: &[u8], mut i: usize) -> Option<(Vec<u8>, usize)> {
+    let mut word = Vec::new();
+    loop {
+        let c = *line.get(i)?;
+        if c == b'\\' && line.get(i + 1) == Some(&b'\'') {
+            word.push(b'\'');
+            i += 2;
+        } else if c == b'\'' {
+            blank_or_end(line, i + 1)?;
+            return Some((word, i + 1));
+        } else {
+            word.push(c);
+            i += 1;
+        }
     }
 }
 
@@ -263,7 +268,7 @@ mod tests {
     }
 
     #[test]
-    fn protocol_errors() {
+    fn malformed_frames_and_oversized_lengths_are_errors() {
         assert!(parse(b"*x\r\n").is_err());
         assert!(parse(b"*1\r\n:1\r\n").is_err());
         assert!(parse(b"*1\r\n$-1\r\n").is_err());

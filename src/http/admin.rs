@@ -10,8 +10,8 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
-use crate::http::Body;
-use crate::server::App;
+use super::Body;
+use crate::app::App;
 
 pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let (status, content_type, body) = match req.uri().path() {
@@ -21,7 +21,7 @@ pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bod
             app.metrics.encode(),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        "/readyz" if app.lookup.backend().is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+        "/readyz" if app.backend.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_string()),
         "/readyz" => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",

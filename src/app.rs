@@ -1,0 +1,128 @@
+//! What every front end shares: the read path, the metrics, the
+//! `--max-parallel` slots and the client password. Built once from the
+//! configuration by [`App::build`]; the front ends take an `Arc<App>` and
+//! never each other.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use subtle::ConstantTimeEq;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::backend::Backend;
+use crate::cache::Store;
+use crate::config::Config;
+use crate::error::Error;
+use crate::lookup::{Found, Local, Lookup, Source};
+use crate::metrics::{FrontendMetrics, Metrics, Outcome};
+
+pub struct App {
+    pub lookup: Arc<Lookup>,
+    /// The same backend the lookup reads from, for its supervisor.
+    pub backend: Arc<Backend>,
+    pub metrics: Arc<Metrics>,
+    pub http_metrics: FrontendMetrics,
+    pub resp_metrics: FrontendMetrics,
+    /// `--max-parallel` permits; fair, so with one permit requests run in
+    /// arrival order.
+    parallel: Semaphore,
+    pub allow_writes: bool,
+    client_password: Option<String>,
+    pub max_clients: usize,
+    pub shutdown_timeout: Duration,
+    pub started: Instant,
+    next_client_id: AtomicU64,
+}
+
+impl App {
+    /// Everything the configuration describes, not connected yet (the
+    /// backend's supervisor connects; see [`crate::server::run`]). An error
+    /// is a bad `--redis-url`.
+    pub fn build(config: &Config) -> Result<Arc<App>, String> {
+        let metrics = Arc::new(Metrics::new());
+        let store = Store::new(config.cache_capacity, config.cache_max_bytes, config.cache_ttl);
+        let local = Arc::new(Local::new(store, metrics.clone()));
+        let backend = Backend::new(
+            config.redis_url(),
+            config.backend_timeout,
+            config.invalidation,
+            local.clone(),
+            metrics.clone(),
+        )
+        .map_err(|e| format!("--redis-url: {e}"))?;
+        let backend = Arc::new(backend);
+        Ok(Arc::new(App {
+            lookup: Arc::new(Lookup::new(local, backend.clone(), metrics.clone())),
+            backend,
+            http_metrics: metrics.frontend("http"),
+            resp_metrics: metrics.frontend("resp"),
+            metrics,
+            parallel: Semaphore::new(config.max_parallel()),
+            allow_writes: config.allow_writes,
+            client_password: config.client_password.clone(),
+            max_clients: config.max_clients as usize,
+            shutdown_timeout: config.shutdown_timeout,
+            started: Instant::now(),
+            next_client_id: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// A `--max-parallel` slot, held while a request (or a RESP batch) is
+    /// worked on. The semaphore is fair, so slots are handed out in the
+    /// order they were asked for.
+    pub async fn slot(&self) -> SemaphorePermit<'_> {
+        match self.parallel.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                self.metrics.requests_queued.inc();
+                let permit = self.parallel.acquire().await;
+                self.metrics.requests_queued.dec();
+                permit.expect("the semaphore is never closed")
+            }
+        }
+    }
+
+    /// Whether clients must authenticate (`--client-password`).
+    pub fn requires_password(&self) -> bool {
+        self.client_password.is_some()
+    }
+
+    /// Whether `given` is the client password, compared in constant time;
+    /// false when none is set.
+    pub fn password_matches(&self, given: &[u8]) -> bool {
+        self.client_password
+            .as_ref()
+            .is_some_and(|pw| bool::from(pw.as_bytes().ct_eq(given)))
+    }
+}
+
+/// How a lookup ended, for `redis_proxy_requests_total{outcome}`: the one
+/// place both front ends classify a lookup.
+pub fn outcome(found: &Result<Found, Error>) -> Outcome {
+    match found {
+        Ok(Found { value: None, .. }) => Outcome::NotFound,
+        Ok(Found {
+            source: Source::Hit { .. },
+            ..
+        }) => Outcome::Hit,
+        Ok(Found {
+            source: Source::Miss, ..
+        }) => Outcome::Miss,
+        Err(e) => error_outcome(e),
+    }
+}
+
+/// How a request that failed with `e` ended.
+pub fn error_outcome(e: &Error) -> Outcome {
+    match e {
+        Error::WrongType(_) => Outcome::WrongType,
+        Error::Unavailable(_) | Error::Timeout(_) | Error::Reply(_) => Outcome::BackendError,
+        Error::Client { .. } => Outcome::ClientError,
+        Error::Internal(_) => Outcome::InternalError,
+    }
+}

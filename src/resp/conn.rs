@@ -1,0 +1,213 @@
+//! One RESP connection: read into a buffer, take every complete command
+//! from it, answer them in order into one output buffer, write it once
+//! (pipelining). A malformed frame gets `-ERR Protocol error: …` and the
+//! connection is closed, as Redis does.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::SemaphorePermit;
+use tokio_util::sync::CancellationToken;
+
+use super::command::Command;
+use super::encode::{Proto, Reply, encode};
+use super::parse::parse;
+use super::{Answer, Session, Then, data, execute};
+use crate::app::App;
+use crate::error::Error;
+use crate::metrics::Outcome;
+
+/// Unanswered input a client may have buffered, as Redis's
+/// client-query-buffer-limit: beyond it the connection is closed.
+const MAX_INPUT: usize = 1024 * 1024 * 1024;
+
+/// Output written before answering more, so that a client pipelining
+/// requests for large values without reading cannot grow it without bound.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// Most commands taken from the buffer before they are answered.
+const MAX_BATCH: usize = 1024;
+
+/// Most pipelined GETs looked up together: bounds the answers produced
+/// between two checks of the output's size.
+const MAX_GET_RUN: usize = 64;
+
+/// A connection's buffers and state.
+struct Conn {
+    app: Arc<App>,
+    stream: TcpStream,
+    session: Session,
+    input: BytesMut,
+    output: BytesMut,
+    /// Commands taken from the input and not answered yet (each parsed,
+    /// or the error that answers it).
+    pending: VecDeque<Result<Command, Error>>,
+    /// A protocol error found after the pending commands.
+    broken: Option<String>,
+}
+
+/// Serves one client until QUIT, EOF, a protocol error or shutdown.
+pub async fn serve(app: Arc<App>, stream: TcpStream, shutdown: CancellationToken) {
+    let session = Session::new(&app);
+    let mut conn = Conn {
+        app,
+        stream,
+        session,
+        input: BytesMut::with_capacity(16 * 1024),
+        output: BytesMut::with_capacity(16 * 1024),
+        pending: VecDeque::new(),
+        broken: None,
+    };
+    conn.run(shutdown).await;
+}
+
+impl Conn {
+    async fn run(&mut self, shutdown: CancellationToken) {
+        loop {
+            let then = self.answer_buffered().await;
+            if !self.output.is_empty() {
+                if self.stream.write_all(&self.output).await.is_err() {
+                    return;
+                }
+                self.output.clear();
+            }
+            match then {
+                Then::Close => return,
+                Then::Flush => continue,
+                Then::Continue => {}
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                read = self.stream.read_buf(&mut self.input) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
+            }
+        }
+    }
+
+    /// Answers the complete commands in the input, in order, until it
+    /// holds no complete command (`Continue`), the output is full (`Flush`:
+    /// write it and call again) or the connection must close.
+    async fn answer_buffered(&mut self) -> Then {
+        let app = self.app.clone();
+        // One --max-parallel slot for this stretch of work, taken at its
+        // first command and given back before the (possibly slow) write.
+        let mut slot: Option<SemaphorePermit<'_>> = None;
+        loop {
+            if self.pending.is_empty() && self.broken.is_none() {
+                self.take_commands();
+            }
+            if self.pending.is_empty() {
+                if let Some(e) = self.broken.take() {
+                    let reply = Reply::error(format!("ERR Protocol error: {e}"));
+                    encode(&reply, self.session.proto, &mut self.output);
+                    app.resp_metrics.record(Outcome::ClientError, Instant::now());
+                    return Then::Close;
+                }
+                return Then::Continue;
+            }
+            if slot.is_none() {
+                slot = Some(app.slot().await);
+            }
+            match self.answer_pending().await {
+                Then::Continue => {}
+                then => return then,
+            }
+        }
+    }
+
+    /// Moves up to MAX_BATCH complete commands from the input to `pending`.
+    fn take_commands(&mut self) {
+        while self.pending.len() < MAX_BATCH {
+            match parse(&self.input) {
+                Ok(Some((request, used))) => {
+                    self.input.advance(used);
+                    // An empty line or array is no command: Redis answers nothing.
+                    if !request.args.is_empty() {
+                        self.pending.push_back(Command::parse(request.args));
+                    }
+                }
+                Ok(None) => {
+                    if self.input.len() > MAX_INPUT {
+                        self.broken = Some("query buffer over 1 GiB".to_string());
+                    }
+                    return;
+                }
+                Err(e) => {
+                    self.broken = Some(e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Answers pending commands in order until none are left or the output
+    /// is full. A run of pipelined GETs is looked up together, so their
+    /// misses cost one Redis round trip (an MGET), not one each.
+    async fn answer_pending(&mut self) -> Then {
+        while let Some(command) = self.pending.pop_front() {
+            let start = Instant::now();
+            match command {
+                Ok(Command::Get(key)) if self.session.authed && self.next_is_get() => {
+                    let keys = self.get_run(key);
+                    for answer in data::get_each(&self.app, &keys).await {
+                        self.reply(answer, start);
+                    }
+                }
+                command => {
+                    let answer = match command {
+                        Ok(command) => execute(&self.app, &mut self.session, command).await,
+                        Err(e) => super::refused(&e),
+                    };
+                    if self.reply(answer, start) == Then::Close {
+                        return Then::Close;
+                    }
+                }
+            }
+            if self.output.len() >= FLUSH_AT {
+                return Then::Flush;
+            }
+        }
+        Then::Continue
+    }
+
+    fn next_is_get(&self) -> bool {
+        matches!(self.pending.front(), Some(Ok(Command::Get(_))))
+    }
+
+    /// `first` and the GETs pending right after it, up to MAX_GET_RUN.
+    fn get_run(&mut self, first: Bytes) -> Vec<Bytes> {
+        let mut keys = vec![first];
+        while keys.len() < MAX_GET_RUN
+            && let Some(Ok(Command::Get(key))) =
+                self.pending.pop_front_if(|c| matches!(c, Ok(Command::Get(_))))
+        {
+            keys.push(key);
+        }
+        keys
+    }
+
+    /// Encodes an answer and counts it; what the connection does next.
+    fn reply(&mut self, (reply, outcome, then): Answer, start: Instant) -> Then {
+        encode(&reply, self.session.proto, &mut self.output);
+        self.app.resp_metrics.record(outcome, start);
+        then
+    }
+}
+
+impl Session {
+    fn new(app: &App) -> Session {
+        Session {
+            id: app.next_client_id(),
+            proto: Proto::Resp2,
+            authed: !app.requires_password(),
+            name: None,
+        }
+    }
+}
