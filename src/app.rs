@@ -117,6 +117,15 @@ pub fn outcome(found: &Result<Found, Error>) -> Outcome {
     }
 }
 
+/// How an MGET ended: a hit if every key was, else a miss.
+pub fn outcome_of_many(found: &Result<Vec<Found>, Error>) -> Outcome {
+    match found {
+        Ok(found) if found.iter().all(|f| matches!(f.source, Source::Hit { .. })) => Outcome::Hit,
+        Ok(_) => Outcome::Miss,
+        Err(e) => error_outcome(e),
+    }
+}
+
 /// How a request that failed with `e` ended.
 pub fn error_outcome(e: &Error) -> Outcome {
     match e {

@@ -15,8 +15,9 @@ use tokio::task::{JoinHandle, block_in_place};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::cache::Store;
 use crate::config::Invalidation;
-use crate::metrics::ReasonLabels;
+use crate::metrics::{FlushReason, ReasonLabels};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 

@@ -7,8 +7,7 @@ use super::encode::Reply;
 use super::{Answer, Then, ok, refused};
 use crate::app::{self, App};
 use crate::error::Error;
-use crate::lookup::{Found, Source};
-use crate::metrics::Outcome;
+use crate::lookup::Found;
 
 pub async fn get(app: &App, key: Bytes) -> Answer {
     get_answer(app.lookup.get(key).await)
@@ -34,14 +33,14 @@ fn get_answer(found: Result<Found, Error>) -> Answer {
 }
 
 pub async fn mget(app: &App, keys: &[Bytes]) -> Answer {
-    match app.lookup.get_many(keys).await {
+    let found = app.lookup.get_many(keys).await;
+    let outcome = app::outcome_of_many(&found);
+    match found {
         Ok(found) => {
-            let all_hits = found.iter().all(|f| matches!(f.source, Source::Hit { .. }));
             let values = found
                 .into_iter()
                 .map(|f| f.value.map_or(Reply::Null, Reply::Bulk))
                 .collect();
-            let outcome = if all_hits { Outcome::Hit } else { Outcome::Miss };
             (Reply::Array(values), outcome, Then::Continue)
         }
         Err(e) => refused(&e),
