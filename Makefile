@@ -25,8 +25,9 @@ fmt:
 clean:
 	cargo clean
 
-# One side-by-side run (proxy, Redis direct, twemproxy, webdis) written to
-# bench/results/latest.md, then the criterion micro-benchmarks.
+# One side-by-side run (proxy, Redis direct, twemproxy, webdis, the seed's
+# Flask design) written to bench/results/latest.md, then the criterion
+# micro-benchmarks. BENCH_QUICK=1 make bench: a short run (under 2 minutes).
 bench:
 	./bench/run.sh
 	cargo bench --bench cache --bench resp
