@@ -51,10 +51,10 @@ pub struct Config {
     #[arg(long, env = "MAX_CLIENTS", default_value_t = 10_000, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_clients: u32,
 
-    /// Requests worked on at once; 1 = one at a time, in arrival order.
-    /// Default: the number of cores.
-    #[arg(long, env = "MAX_PARALLEL", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_parallel: Option<u32>,
+    /// Requests worked on at once, including their wait on Redis; 1 = one
+    /// at a time, in arrival order.
+    #[arg(long, env = "MAX_PARALLEL", default_value_t = 1024, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_parallel: u32,
 
     /// How the cache stays coherent with Redis: `tracking` (CLIENT TRACKING:
     /// Redis says which keys changed; needs Redis 7+) or `ttl` (expiry only).
@@ -147,7 +147,7 @@ impl Config {
     }
 
     pub fn max_parallel(&self) -> usize {
-        self.max_parallel.map(|n| n as usize).unwrap_or_else(cores)
+        self.max_parallel as usize
     }
 
     pub fn threads(&self) -> usize {

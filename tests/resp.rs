@@ -603,3 +603,21 @@ fn a_read_only_redis_user_that_may_not_use_multi_still_works() {
         b"*3\r\n$2\r\nv2\r\n$-1\r\n$-1\r\n",
     );
 }
+
+#[test]
+fn pipelined_gets_of_a_list_answer_wrongtype_and_mget_answers_nil() {
+    let (redis, proxy) = setup(&[]);
+    redis.set("k", "v");
+    redis.cmd(&["RPUSH", "list", "x"]);
+    let mut c = Resp::connect(proxy.resp);
+    let mut batch = cmd(&[b"GET", b"k"]);
+    batch.extend(cmd(&[b"GET", b"list"]));
+    batch.extend(cmd(&[b"GET", b"absent"]));
+    c.send(&batch);
+    let wrongtype = b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n";
+    let mut expected = b"$1\r\nv\r\n".to_vec();
+    expected.extend_from_slice(wrongtype);
+    expected.extend_from_slice(b"$-1\r\n");
+    assert_eq!(c.read_exact(expected.len()), expected);
+    c.expect(&cmd(&[b"MGET", b"list", b"k"]), b"*2\r\n$-1\r\n$1\r\nv\r\n");
+}

@@ -166,16 +166,21 @@ impl Backend {
         self.broken.notify_waiters();
     }
 
-    /// Read commands in one round trip: inside MULTI/EXEC where Redis
-    /// allows it (see [`probe_transactions`]), so that each PTTL describes
-    /// the value (or the nil) read with it, and "MGET says nil but PTTL says
-    /// it exists" really means "not a string". Without it (an ACL user
-    /// limited to `+@read`, say) the PTTL may be a moment younger than the
-    /// value, which costs at most a slightly early expiry.
+    /// Read commands in one round trip.
+    ///
+    /// With `tracking`, a plain pipeline: if the key changes between the
+    /// GET and its PTTL, Redis pushes an invalidation ahead of the PTTL's
+    /// reply, and the value is not cached; so a cached value's PTTL is its
+    /// own. With `ttl`, nothing would tell us, so the reads go inside
+    /// MULTI/EXEC where Redis allows it (an ACL user limited to `+@read`
+    /// may not: then the PTTL may be a moment younger than the value, which
+    /// costs at most a slightly early expiry).
     ///
     /// Returns the replies and whether they were read in a transaction.
     async fn read(&self, build: impl Fn(&mut redis::Pipeline)) -> Result<(Vec<Value>, bool), Error> {
+        let transactions = self.mode == Invalidation::Ttl;
         self.round_trip(|mut conn, atomic| {
+            let atomic = atomic && transactions;
             let mut pipe = redis::pipe();
             if atomic {
                 pipe.atomic();
@@ -212,7 +217,9 @@ impl Backend {
 
     /// `MGET keys…` and `PTTL key` for each, in one round trip. Per key:
     /// `Ok(None)` for no such key, `WrongType` for a key that exists but is
-    /// not a string (MGET says nil, PTTL says it exists).
+    /// not a string (MGET says nil, PTTL says it exists). Outside a
+    /// transaction that answer is ambiguous (the key may have been created
+    /// between the two), so those keys, rare, are asked again with GET.
     pub async fn get_many(&self, keys: &[Bytes]) -> Result<Vec<Result<Option<Fetched>, Error>>, Error> {
         let (replies, atomic) = self
             .read(|pipe| {
@@ -234,14 +241,11 @@ impl Backend {
             Some(other) => return Err(self.unexpected(other)),
             None => return Err(self.unexpected(Value::Nil)),
         };
-        Ok(values
-            .into_iter()
-            .zip(replies)
-            .map(|(value, pttl)| match (value, pttl) {
+        let mut found = Vec::with_capacity(keys.len());
+        for ((value, pttl), key) in values.into_iter().zip(replies).zip(keys) {
+            found.push(match (value, pttl) {
                 (Value::Nil, Value::Int(-2)) => Ok(None),
-                // Outside a transaction the key may have been created
-                // between the two reads: nil is all MGET said.
-                (Value::Nil, Value::Int(_)) if !atomic => Ok(None),
+                (Value::Nil, Value::Int(_)) if !atomic => self.get(key).await,
                 (Value::Nil, Value::Int(_)) => Err(Error::WrongType(
                     "WRONGTYPE Operation against a key holding the wrong kind of value".into(),
                 )),
@@ -251,8 +255,9 @@ impl Backend {
                     pttl: pttl_of(pttl),
                 })),
                 (other, _) => Err(self.unexpected(other)),
-            })
-            .collect())
+            });
+        }
+        Ok(found)
     }
 
     /// Any command, as the client sent it; Redis's reply as it came,
