@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use redis_proxy::backend::Backend;
-use redis_proxy::cache::Store;
+use redis_proxy::cache::{Entry, Store};
 use redis_proxy::config::Invalidation;
 use redis_proxy::lookup::{Local, Lookup};
 use redis_proxy::metrics::Metrics;
@@ -19,17 +19,29 @@ fn keys(n: usize) -> Vec<Bytes> {
     (0..n).map(|i| Bytes::from(format!("key:{i:08}"))).collect()
 }
 
+const VALUE: &[u8; 64] = &[b'v'; 64];
+
+fn put(s: &mut Store, key: &Bytes, now: Instant) {
+    let hash = s.hash(key);
+    s.insert(
+        Entry::new(key, Bytes::from_static(VALUE)).unwrap(),
+        hash,
+        now,
+        TTL,
+    );
+}
+
 fn filled(n: usize, keys: &[Bytes], now: Instant) -> Store {
     let mut s = Store::new(n, None, TTL);
     for k in keys {
-        s.insert(k.clone(), Bytes::from_static(b"value-of-some-length"), now, TTL);
+        put(&mut s, k, now);
     }
     s
 }
 
 fn store_ops(c: &mut Criterion) {
     let mut g = c.benchmark_group("store");
-    for n in [1_000usize, 100_000] {
+    for n in [10_000usize, 1_000_000] {
         let ks = keys(n);
         let now = Instant::now();
         g.bench_with_input(BenchmarkId::new("get_hit", n), &n, |b, _| {
@@ -37,7 +49,8 @@ fn store_ops(c: &mut Criterion) {
             let mut i = 0;
             b.iter(|| {
                 i = (i + 7919) % n;
-                black_box(s.get(&ks[i], now))
+                let hash = s.hash(&ks[i]);
+                black_box(s.get(&ks[i], hash, now).is_some())
             })
         });
         g.bench_with_input(BenchmarkId::new("insert_evict", n), &n, |b, _| {
@@ -46,7 +59,7 @@ fn store_ops(c: &mut Criterion) {
             let mut i = n;
             b.iter(|| {
                 i = if i + 1 == 2 * n { 0 } else { i + 1 };
-                s.insert(fresh[i].clone(), Bytes::from_static(b"v"), now, TTL);
+                put(&mut s, &fresh[i], now);
             })
         });
     }

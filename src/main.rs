@@ -2,6 +2,11 @@ use std::process::ExitCode;
 
 use redis_proxy::config::Config;
 
+/// mimalloc's size classes fit small cache entries more tightly than
+/// glibc's (an entry of 73 bytes takes 80, not 96), and it is fast.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = Config::from_env_or_exit();
     redis_proxy::telemetry::init(config.log_format);

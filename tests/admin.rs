@@ -28,7 +28,7 @@ fn metrics_export_every_documented_family() {
         "redis_proxy_backend_up 1",
         "redis_proxy_request_duration_seconds_bucket",
         "redis_proxy_cache_entries 1",
-        "redis_proxy_cache_bytes 2",
+        "redis_proxy_cache_bytes 74", // "k" and "v" and the entry's overhead, 72
         "redis_proxy_connections{frontend=\"http\"}",
         "redis_proxy_requests_queued 0",
         "redis_proxy_invalidations_total 0",
@@ -48,13 +48,14 @@ fn metrics_export_every_documented_family() {
 #[test]
 fn byte_bound_evicts_to_stay_under_it() {
     let redis = RedisServer::start();
-    let proxy = Proxy::start_ready(&redis, &["--cache-max-bytes", "100"]);
+    // An entry counts its key, its value and 72 bytes of overhead.
+    let proxy = Proxy::start_ready(&redis, &["--cache-max-bytes", "260"]);
     for k in ["a", "b", "c"] {
-        redis.set(k, "x".repeat(39)); // 40 bytes with the key
+        redis.set(k, "x".repeat(39)); // 112 bytes with the key and overhead
         assert_eq!(proxy.get(&format!("/get/{k}")).status, 200);
     }
     assert_eq!(proxy.metric("redis_proxy_cache_entries"), 2.0);
-    assert_eq!(proxy.metric("redis_proxy_cache_bytes"), 80.0);
+    assert_eq!(proxy.metric("redis_proxy_cache_bytes"), 224.0);
     assert_eq!(proxy.get("/get/a").cache(), "MISS"); // the least recently read went
     // A value larger than the bound is served but not cached.
     redis.set("big", "x".repeat(200));

@@ -8,7 +8,27 @@ fn b(s: &str) -> Bytes {
 }
 
 fn get(store: &mut Store, key: &str, now: Instant) -> Option<Bytes> {
-    store.get(key.as_bytes(), now).map(|h| h.value)
+    hit(store, key.as_bytes(), now).map(|(value, _)| value)
+}
+
+/// A hit's value and age.
+fn hit(store: &mut Store, key: &[u8], now: Instant) -> Option<(Bytes, Duration)> {
+    let hash = store.hash(key);
+    store.get(key, hash, now).map(|h| (h.value.to_bytes(), h.age))
+}
+
+fn put(store: &mut Store, key: Bytes, value: Bytes, now: Instant, ttl: Duration) {
+    let hash = store.hash(&key);
+    store.insert(Entry::new(&key, value).unwrap(), hash, now, ttl);
+}
+
+fn remove(store: &mut Store, key: &[u8]) -> bool {
+    let hash = store.hash(key);
+    store.remove(key, hash)
+}
+
+fn entry_size(key: &[u8], value: &[u8]) -> u64 {
+    (key.len() + value.len()) as u64 + ENTRY_OVERHEAD
 }
 
 #[test]
@@ -16,13 +36,13 @@ fn exactly_capacity_keys_fit() {
     let t0 = Instant::now();
     let mut s = Store::new(3, None, TTL);
     for k in ["a", "b", "c"] {
-        s.insert(b(k), b(k), t0, TTL);
+        put(&mut s, b(k), b(k), t0, TTL);
     }
     assert_eq!(s.len(), 3);
     for k in ["a", "b", "c"] {
         assert_eq!(get(&mut s, k, t0), Some(b(k)));
     }
-    s.insert(b("d"), b("d"), t0, TTL);
+    put(&mut s, b("d"), b("d"), t0, TTL);
     assert_eq!(s.len(), 3);
     assert_eq!(s.take_events().evicted, 1);
 }
@@ -32,11 +52,11 @@ fn least_recently_read_goes_first() {
     let t0 = Instant::now();
     let mut s = Store::new(3, None, TTL);
     for k in ["a", "b", "c"] {
-        s.insert(b(k), b(k), t0, TTL);
+        put(&mut s, b(k), b(k), t0, TTL);
     }
     // "a" was inserted first but read last, so "b" is the victim.
     get(&mut s, "a", t0);
-    s.insert(b("d"), b("d"), t0, TTL);
+    put(&mut s, b("d"), b("d"), t0, TTL);
     assert_eq!(get(&mut s, "b", t0), None);
     for k in ["a", "c", "d"] {
         assert_eq!(get(&mut s, k, t0), Some(b(k)), "{k}");
@@ -47,10 +67,10 @@ fn least_recently_read_goes_first() {
 fn reads_do_not_extend_expiry() {
     let t0 = Instant::now();
     let mut s = Store::new(10, None, TTL);
-    s.insert(b("k"), b("v"), t0, TTL);
+    put(&mut s, b("k"), b("v"), t0, TTL);
     let read_at = t0 + TTL.mul_f64(0.9);
-    let hit = s.get(b"k", read_at).unwrap();
-    assert_eq!(hit.age, TTL.mul_f64(0.9));
+    let (_, age) = hit(&mut s, b"k", read_at).unwrap();
+    assert_eq!(age, TTL.mul_f64(0.9));
     assert_eq!(
         get(&mut s, "k", t0 + TTL - Duration::from_millis(1)),
         Some(b("v"))
@@ -64,8 +84,8 @@ fn reads_do_not_extend_expiry() {
 fn shorter_ttl_than_global_is_kept() {
     let t0 = Instant::now();
     let mut s = Store::new(10, None, TTL);
-    s.insert(b("short"), b("v"), t0, Duration::from_secs(1));
-    s.insert(b("long"), b("v"), t0, Duration::from_secs(3600));
+    put(&mut s, b("short"), b("v"), t0, Duration::from_secs(1));
+    put(&mut s, b("long"), b("v"), t0, Duration::from_secs(3600));
     assert_eq!(get(&mut s, "short", t0 + Duration::from_secs(1)), None);
     assert_eq!(
         get(&mut s, "long", t0 + TTL - Duration::from_millis(1)),
@@ -82,9 +102,9 @@ fn shorter_ttl_than_global_is_kept() {
 fn expired_entries_are_purged_before_evicting_live_ones() {
     let t0 = Instant::now();
     let mut s = Store::new(2, None, TTL);
-    s.insert(b("old"), b("v"), t0, TTL);
-    s.insert(b("live"), b("v"), t0 + Duration::from_secs(5), TTL);
-    s.insert(b("new"), b("v"), t0 + TTL, TTL);
+    put(&mut s, b("old"), b("v"), t0, TTL);
+    put(&mut s, b("live"), b("v"), t0 + Duration::from_secs(5), TTL);
+    put(&mut s, b("new"), b("v"), t0 + TTL, TTL);
     assert_eq!(
         s.take_events(),
         Events {
@@ -99,12 +119,12 @@ fn expired_entries_are_purged_before_evicting_live_ones() {
 fn replacing_a_key_renews_it() {
     let t0 = Instant::now();
     let mut s = Store::new(2, None, TTL);
-    s.insert(b("a"), b("1"), t0, TTL);
-    s.insert(b("b"), b("1"), t0, TTL);
-    s.insert(b("a"), b("22"), t0 + Duration::from_secs(5), TTL);
+    put(&mut s, b("a"), b("1"), t0, TTL);
+    put(&mut s, b("b"), b("1"), t0, TTL);
+    put(&mut s, b("a"), b("22"), t0 + Duration::from_secs(5), TTL);
     assert_eq!(s.len(), 2);
-    assert_eq!(s.bytes(), 2 + 3);
-    s.insert(b("c"), b("1"), t0 + Duration::from_secs(5), TTL);
+    assert_eq!(s.bytes(), 2 * ENTRY_OVERHEAD + 2 + 3);
+    put(&mut s, b("c"), b("1"), t0 + Duration::from_secs(5), TTL);
     assert_eq!(get(&mut s, "b", t0 + Duration::from_secs(5)), None);
     assert_eq!(get(&mut s, "a", t0 + Duration::from_secs(14)), Some(b("22")));
 }
@@ -112,15 +132,16 @@ fn replacing_a_key_renews_it() {
 #[test]
 fn byte_bound_evicts_least_recently_read() {
     let t0 = Instant::now();
-    let mut s = Store::new(100, Some(10), TTL);
-    s.insert(b("a"), b("1234"), t0, TTL); // 5 bytes
-    s.insert(b("b"), b("1234"), t0, TTL); // 10 bytes
+    let max = 2 * ENTRY_OVERHEAD + 10;
+    let mut s = Store::new(100, Some(max), TTL);
+    put(&mut s, b("a"), b("1234"), t0, TTL); // 5 bytes + overhead
+    put(&mut s, b("b"), b("1234"), t0, TTL); // max
     get(&mut s, "a", t0);
-    s.insert(b("c"), b("1"), t0, TTL); // 12 > 10: "b" goes
+    put(&mut s, b("c"), b("1"), t0, TTL); // over max: "b" goes
     assert_eq!(get(&mut s, "b", t0), None);
-    assert_eq!(s.bytes(), 7);
+    assert_eq!(s.bytes(), 2 * ENTRY_OVERHEAD + 7);
     // Too big to ever fit: not stored, and nothing else is evicted for it.
-    s.insert(b("huge"), Bytes::from(vec![0; 64]), t0, TTL);
+    put(&mut s, b("huge"), Bytes::from(vec![0; 200]), t0, TTL);
     assert_eq!(get(&mut s, "huge", t0), None);
     assert_eq!(s.len(), 2);
 }
@@ -129,24 +150,24 @@ fn byte_bound_evicts_least_recently_read() {
 fn zero_capacity_stores_nothing() {
     let t0 = Instant::now();
     let mut s = Store::new(0, None, TTL);
-    s.insert(b("a"), b("1"), t0, TTL);
+    put(&mut s, b("a"), b("1"), t0, TTL);
     assert!(s.is_empty());
 }
 
 #[test]
 fn remove_and_a_fresh_store_with_the_same_bounds() {
     let t0 = Instant::now();
-    let mut s = Store::new(4, Some(100), TTL);
-    s.insert(b("a"), b("1"), t0, TTL);
-    s.insert(b("b"), b("1"), t0, TTL);
-    assert!(s.remove(b"a"));
-    assert!(!s.remove(b"a"));
+    let mut s = Store::new(4, Some(1000), TTL);
+    put(&mut s, b("a"), b("1"), t0, TTL);
+    put(&mut s, b("b"), b("1"), t0, TTL);
+    assert!(remove(&mut s, b"a"));
+    assert!(!remove(&mut s, b"a"));
     assert_eq!(s.len(), 1);
     let mut fresh = Store::with_bounds(s.bounds());
     assert!(fresh.is_empty());
     assert_eq!(fresh.bytes(), 0);
     assert_eq!(fresh.bounds(), s.bounds());
-    fresh.insert(b("c"), b("1"), t0, TTL);
+    put(&mut fresh, b("c"), b("1"), t0, TTL);
     assert_eq!(get(&mut fresh, "c", t0), Some(b("1")));
 }
 
@@ -194,7 +215,7 @@ impl Model {
         self.entries.iter().map(|e| entry_size(&e.key, &e.value)).sum()
     }
 
-    fn get(&mut self, key: &[u8], now: Instant) -> Option<Hit> {
+    fn get(&mut self, key: &[u8], now: Instant) -> Option<(Bytes, Duration)> {
         self.purge_front(now);
         self.tick += 1;
         let i = self.entries.iter().position(|e| e.key == key)?;
@@ -204,10 +225,7 @@ impl Model {
         }
         let e = &mut self.entries[i];
         e.read_seq = self.tick;
-        Some(Hit {
-            value: e.value.clone(),
-            age: now - e.inserted,
-        })
+        Some((e.value.clone(), now - e.inserted))
     }
 
     fn insert(
@@ -278,7 +296,7 @@ proptest! {
     #[test]
     fn store_matches_model(
         cap in 0usize..6,
-        max in proptest::option::of(2u64..20),
+        max in proptest::option::of(ENTRY_OVERHEAD..4 * ENTRY_OVERHEAD),
         ops in proptest::collection::vec(op(), 1..200),
     ) {
         let mut now = Instant::now();
@@ -288,13 +306,13 @@ proptest! {
             match op {
                 Op::Get(k) => {
                     let key = [k];
-                    prop_assert_eq!(store.get(&key, now), model.get(&key, now), "get {}", k);
+                    prop_assert_eq!(hit(&mut store, &key, now), model.get(&key, now), "get {}", k);
                 }
                 Op::Insert(k, v, ttl) => {
                     let key = Bytes::copy_from_slice(&[k]);
                     let value = Bytes::from(vec![b'v'; v as usize]);
                     let ttl = Duration::from_millis(ttl);
-                    store.insert(key.clone(), value.clone(), now, ttl);
+                    put(&mut store, key.clone(), value.clone(), now, ttl);
                     model.insert(cap, max, key, value, now, ttl);
                 }
                 Op::Remove(k) => {
@@ -302,7 +320,7 @@ proptest! {
                     if let Some(i) = held {
                         model.entries.remove(i);
                     }
-                    prop_assert_eq!(store.remove(&[k]), held.is_some());
+                    prop_assert_eq!(remove(&mut store, &[k]), held.is_some());
                 }
                 Op::Advance(ms) => now += Duration::from_millis(ms),
             }
@@ -315,12 +333,33 @@ proptest! {
 }
 
 #[test]
-fn an_enormous_ttl_does_not_overflow_the_clock() {
+fn an_enormous_ttl_is_capped_and_does_not_overflow_the_clock() {
     let t0 = Instant::now();
     let mut s = Store::new(2, None, Duration::MAX);
-    s.insert(b("k"), b("v"), t0, Duration::MAX);
-    assert_eq!(
-        get(&mut s, "k", t0 + Duration::from_secs(3600 * 24 * 365)),
-        Some(b("v"))
-    );
+    put(&mut s, b("k"), b("v"), t0, Duration::MAX);
+    let day = Duration::from_secs(3600 * 24);
+    assert_eq!(get(&mut s, "k", t0 + 40 * day), Some(b("v")));
+    assert_eq!(get(&mut s, "k", t0 + MAX_TTL), None);
+}
+
+#[test]
+fn a_node_is_48_bytes() {
+    assert_eq!(std::mem::size_of::<Node>(), 48);
+}
+
+#[test]
+fn large_values_are_shared_not_copied() {
+    let t0 = Instant::now();
+    let mut s = Store::new(4, None, TTL);
+    let big = Bytes::from(vec![7u8; INLINE_MAX + 1]);
+    put(&mut s, b("big"), big.clone(), t0, TTL);
+    put(&mut s, b("small"), b("v"), t0, TTL);
+    let hash = s.hash(b"big");
+    match s.get(b"big", hash, t0).unwrap().value {
+        Value::Shared(v) => assert_eq!(v.as_ptr(), big.as_ptr(), "the same bytes, not a copy"),
+        Value::Inline(_) => panic!("a large value was stored inline"),
+    }
+    let hash = s.hash(b"small");
+    assert_eq!(s.get(b"small", hash, t0).unwrap().value, Value::Inline(b"v"));
+    assert_eq!(s.bytes(), entry_size(b"big", &big) + entry_size(b"small", b"v"));
 }

@@ -111,7 +111,16 @@ impl Lookup {
     /// in flight are waited on.
     pub async fn get_each(self: &Arc<Self>, keys: &[Bytes]) -> Vec<Result<Found, Error>> {
         let mut new = NewFlights::default();
-        let slots: Vec<Slot> = keys.iter().map(|k| self.begin(k.clone(), &mut new)).collect();
+        // The hits under one lock, then a flight for each miss.
+        let cached = self.local.cached_each(keys);
+        let slots: Vec<Slot> = keys
+            .iter()
+            .zip(cached)
+            .map(|(key, found)| match found {
+                Some(found) => Slot::Ready(found),
+                None => self.begin_miss(key.clone(), &mut new),
+            })
+            .collect();
         self.launch(new);
         let mut found = Vec::with_capacity(slots.len());
         for slot in slots {
@@ -139,9 +148,14 @@ impl Lookup {
     /// A hit, a flight to join, or a new flight (added to `new`, for
     /// [`Lookup::launch`] to start).
     fn begin(&self, key: Bytes, new: &mut NewFlights) -> Slot {
-        if let Some(found) = self.local.cached(&key) {
-            return Slot::Ready(found);
+        match self.local.cached(&key) {
+            Some(found) => Slot::Ready(found),
+            None => self.begin_miss(key, new),
         }
+    }
+
+    /// [`Lookup::begin`] for a key just found missing.
+    fn begin_miss(&self, key: Bytes, new: &mut NewFlights) -> Slot {
         // Stamped before anything is sent: whatever changes the key from
         // here on keeps this read's answer out of the cache.
         let stamp = self.local.generations.stamp(&key);
@@ -238,16 +252,9 @@ impl Lookup {
         };
         pause_point!(self, "write_checked");
         let ttl = ttl.map(|ttl| ttl.map_or(Duration::MAX, |t| t.saturating_sub(sent.elapsed())));
-        self.local.with_store(|s| match ttl {
-            // Checked again under the lock, as a fetch's insert is: an
-            // invalidation since `after` has already done its remove.
-            Some(ttl) if self.local.generations.is_current(&key, after) => {
-                s.insert(key, value, Instant::now(), ttl)
-            }
-            _ => {
-                s.remove(&key);
-            }
-        });
+        // Checked again under the lock: an invalidation since `after` has
+        // already done its remove.
+        self.local.written(&key, value, after, ttl);
         result.map(|_| ())
     }
 
@@ -269,11 +276,7 @@ impl Lookup {
             for key in &keys {
                 this.local.generations.bump(key);
             }
-            this.local.with_store(|s| {
-                for key in &keys {
-                    s.remove(key);
-                }
-            });
+            this.local.remove(&keys);
             result
         })
         .await
