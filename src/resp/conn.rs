@@ -156,9 +156,14 @@ impl Conn {
             match command {
                 Ok(Command::Get(key)) if self.session.authed && self.next_is_get() => {
                     let keys = self.get_run(key);
-                    for answer in data::get_each(&self.app, &keys).await {
-                        self.reply(answer, start);
+                    // Answered together: one clock read and one metrics
+                    // update for the run.
+                    let mut outcomes = [0u64; Outcome::ALL.len()];
+                    for (reply, outcome, _) in data::get_each(&self.app, &keys).await {
+                        encode(&reply, self.session.proto, &mut self.output);
+                        outcomes[outcome as usize] += 1;
                     }
+                    self.app.resp_metrics.record_run(&outcomes, start.elapsed());
                 }
                 command => {
                     let answer = match command {

@@ -5,8 +5,11 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+mod latency;
+
+pub use latency::Latency;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -43,7 +46,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Hit,
         Outcome::Miss,
         Outcome::NotFound,
@@ -102,22 +105,35 @@ impl FlushReason {
 }
 
 /// One front end's request metrics, resolved once so that recording a
-/// request is two atomic adds, not a labelled lookup.
+/// request is a few atomic adds, not a labelled lookup or a lock.
 pub struct FrontendMetrics {
     requests: [Counter; Outcome::ALL.len()],
-    duration: Histogram,
+    duration: Latency,
 }
 
 impl FrontendMetrics {
     pub fn record(&self, outcome: Outcome, started: std::time::Instant) {
         self.requests[outcome as usize].inc();
-        self.duration.observe(started.elapsed().as_secs_f64());
+        self.duration.observe(started.elapsed());
+    }
+
+    /// A pipelined run answered together: how many ended each way (by
+    /// `Outcome as usize`), each having taken `took`.
+    pub fn record_run(&self, outcomes: &[u64; Outcome::ALL.len()], took: std::time::Duration) {
+        let mut n = 0;
+        for (counter, &count) in self.requests.iter().zip(outcomes) {
+            if count > 0 {
+                counter.inc_by(count);
+                n += count;
+            }
+        }
+        self.duration.observe_n(took, n);
     }
 }
 
 pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
-    pub request_duration: Family<FrontendLabels, Histogram>,
+    pub request_duration: Family<FrontendLabels, Latency>,
     pub connections: Family<FrontendLabels, Gauge>,
     pub requests_queued: Gauge,
     pub connections_rejected: Family<FrontendLabels, Counter>,
@@ -147,10 +163,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut m = Metrics {
             requests: Family::default(),
-            request_duration: Family::new_with_constructor(|| {
-                // 10µs .. ~5s
-                Histogram::new(exponential_buckets(0.000_01, 2.5, 15))
-            }),
+            request_duration: Family::default(),
             connections: Family::default(),
             connections_rejected: Family::default(),
             requests_queued: Gauge::default(),
