@@ -65,21 +65,35 @@ impl Local {
         Some(found)
     }
 
-    /// [`Local::cached`] for a run of keys, under one lock.
-    pub(super) fn cached_each(&self, keys: &[Bytes]) -> Vec<Option<Found>> {
-        let hashes: Vec<u64> = keys.iter().map(|k| self.hash(k)).collect();
+    /// [`Local::cached`] for a run of keys, under one lock: a hit for each
+    /// key held is pushed to `out`, a placeholder for each miss, and
+    /// whether any key missed is returned. Runs of up to 64 keys hash on
+    /// the stack, so a run of hits allocates nothing.
+    pub(super) fn cached_each(&self, keys: &[Bytes], out: &mut Vec<Result<Found, Error>>) -> bool {
+        const ON_STACK: usize = 64;
+        let mut stack = [0u64; ON_STACK];
+        let mut heap = Vec::new();
+        let hashes: &mut [u64] = if keys.len() <= ON_STACK {
+            &mut stack[..keys.len()]
+        } else {
+            heap.resize(keys.len(), 0);
+            &mut heap
+        };
+        for (hash, key) in hashes.iter_mut().zip(keys) {
+            *hash = self.hash(key);
+        }
         let now = Instant::now();
-        let found: Vec<Option<Found>> = self.with_store(|s| {
-            keys.iter()
-                .zip(&hashes)
-                .map(|(key, &hash)| s.get(key, hash, now).map(found))
-                .collect()
+        let start = out.len();
+        self.with_store(|s| {
+            for (key, &hash) in keys.iter().zip(hashes.iter()) {
+                out.push(Ok(s.get(key, hash, now).map_or(MISSING, found)));
+            }
         });
-        let hits = found.iter().filter(|f| f.is_some()).count();
+        let hits = out[start..].iter().filter(|f| !is_missing(f)).count();
         if hits > 0 {
             self.metrics.hits.inc_by(hits as u64);
         }
-        found
+        hits < keys.len()
     }
 
     /// Inserts what a fetch sent at `sent` found, for the keys nothing
@@ -165,6 +179,17 @@ impl Local {
         }
         r
     }
+}
+
+/// What [`Local::cached_each`] leaves for a key it did not hold.
+pub(super) const MISSING: Found = Found {
+    value: None,
+    source: Source::Miss,
+};
+
+/// Whether `found` is [`MISSING`]'s placeholder (a hit always has a value).
+pub(super) fn is_missing(found: &Result<Found, Error>) -> bool {
+    matches!(found, Ok(Found { value: None, .. }))
 }
 
 /// A hit as the lookup answers it, its value out of the store.

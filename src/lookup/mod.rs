@@ -110,23 +110,31 @@ impl Lookup {
     /// fetching yet are fetched together, in one round trip; those already
     /// in flight are waited on.
     pub async fn get_each(self: &Arc<Self>, keys: &[Bytes]) -> Vec<Result<Found, Error>> {
-        let mut new = NewFlights::default();
+        let mut out = Vec::with_capacity(keys.len());
+        self.get_each_into(keys, &mut out).await;
+        out
+    }
+
+    /// [`Lookup::get_each`] into `out` (cleared first): a caller that keeps
+    /// `out` between runs makes a run of hits allocate nothing.
+    pub async fn get_each_into(self: &Arc<Self>, keys: &[Bytes], out: &mut Vec<Result<Found, Error>>) {
+        out.clear();
         // The hits under one lock, then a flight for each miss.
-        let cached = self.local.cached_each(keys);
-        let slots: Vec<Slot> = keys
+        if !self.local.cached_each(keys, out) {
+            return;
+        }
+        let mut new = NewFlights::default();
+        let waiting: Vec<(usize, Slot)> = keys
             .iter()
-            .zip(cached)
-            .map(|(key, found)| match found {
-                Some(found) => Slot::Ready(found),
-                None => self.begin_miss(key.clone(), &mut new),
-            })
+            .zip(out.iter())
+            .enumerate()
+            .filter(|(_, (_, found))| local::is_missing(found))
+            .map(|(i, (key, _))| (i, self.begin_miss(key.clone(), &mut new)))
             .collect();
         self.launch(new);
-        let mut found = Vec::with_capacity(slots.len());
-        for slot in slots {
-            found.push(slot.wait().await);
+        for (i, slot) in waiting {
+            out[i] = slot.wait().await;
         }
-        found
     }
 
     /// MGET: as [`Lookup::get_each`], but one failure fails it all, and a

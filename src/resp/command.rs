@@ -3,6 +3,8 @@
 //! (worded as Redis words it), the arguments put where the command wants
 //! them. `COMMAND` and `COMMAND COUNT` are read from the same table.
 
+use std::ops::Range;
+
 use bytes::Bytes;
 
 use crate::error::Error;
@@ -92,6 +94,18 @@ pub fn spec_of(name: &[u8]) -> Option<&'static Spec> {
 }
 
 impl Command {
+    /// The command in `frame`, its arguments at `ranges` (the name first,
+    /// at least one), sliced out of the frame rather than copied. GET, the
+    /// command that matters, is recognised without building a list.
+    pub fn from_frame(frame: &Bytes, ranges: &[Range<usize>]) -> Result<Command, Error> {
+        if let [name, key] = ranges
+            && frame[name.clone()].eq_ignore_ascii_case(b"GET")
+        {
+            return Ok(Command::Get(frame.slice(key.clone())));
+        }
+        Command::parse(ranges.iter().map(|r| frame.slice(r.clone())).collect())
+    }
+
     /// The command `args` (name first, at least one) ask for, or the error
     /// Redis would answer: an unknown command, or the wrong number of
     /// arguments.
@@ -111,13 +125,20 @@ impl Command {
                 format!("wrong number of arguments for '{}' command", spec.name),
             ));
         }
-        let rest = args.split_off(1);
+        if matches!(spec.name, "set" | "del") {
+            // Kept whole: a write may be forwarded as it came.
+            return Ok(if spec.name == "set" {
+                Command::Set(args)
+            } else {
+                Command::Del(args)
+            });
+        }
+        args.remove(0);
+        let rest = args;
         let first = || rest[0].clone();
         Ok(match spec.name {
             "get" => Command::Get(first()),
             "mget" => Command::Mget(rest),
-            "set" => Command::Set(restore(args, rest)),
-            "del" => Command::Del(restore(args, rest)),
             "ping" => Command::Ping(rest.into_iter().next()),
             "echo" => Command::Echo(first()),
             "quit" => Command::Quit,
@@ -147,12 +168,6 @@ impl Command {
             Command::Ping(_) | Command::Quit | Command::Hello(_) | Command::Auth { .. }
         )
     }
-}
-
-/// The name back in front of its arguments.
-fn restore(mut name: Vec<Bytes>, rest: Vec<Bytes>) -> Vec<Bytes> {
-    name.extend(rest);
-    name
 }
 
 /// `ERR unknown command 'NAME', with args beginning with: 'a' 'b' `, as

@@ -15,10 +15,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::command::Command;
 use super::encode::{Proto, Reply, encode};
-use super::parse::parse;
+use super::parse::{Frame, parse_frame};
 use super::{Answer, Session, Then, data, execute};
 use crate::app::App;
 use crate::error::Error;
+use crate::lookup::Found;
 use crate::metrics::Outcome;
 
 /// Unanswered input a client may have buffered, as Redis's
@@ -48,6 +49,11 @@ struct Conn {
     pending: VecDeque<Result<Command, Error>>,
     /// A protocol error found after the pending commands.
     broken: Option<String>,
+    /// Where the arguments of the command being parsed are (reused).
+    ranges: Vec<std::ops::Range<usize>>,
+    /// A run of pipelined GETs and their answers (reused).
+    run_keys: Vec<Bytes>,
+    run_found: Vec<Result<Found, Error>>,
 }
 
 /// Serves one client until QUIT, EOF, a protocol error or shutdown.
@@ -61,6 +67,9 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, shutdown: CancellationToken
         output: BytesMut::with_capacity(16 * 1024),
         pending: VecDeque::new(),
         broken: None,
+        ranges: Vec::new(),
+        run_keys: Vec::new(),
+        run_found: Vec::new(),
     };
     conn.run(shutdown).await;
 }
@@ -123,14 +132,21 @@ impl Conn {
     }
 
     /// Moves up to MAX_BATCH complete commands from the input to `pending`.
+    /// A command's arguments are slices of the read buffer, not copies.
     fn take_commands(&mut self) {
         while self.pending.len() < MAX_BATCH {
-            match parse(&self.input) {
-                Ok(Some((request, used))) => {
-                    self.input.advance(used);
-                    // An empty line or array is no command: Redis answers nothing.
-                    if !request.args.is_empty() {
-                        self.pending.push_back(Command::parse(request.args));
+            match parse_frame(&self.input, &mut self.ranges) {
+                // An empty line or array is no command: Redis answers nothing.
+                Ok(Some(Frame::Array { len })) => {
+                    let frame = self.input.split_to(len).freeze();
+                    if !self.ranges.is_empty() {
+                        self.pending.push_back(Command::from_frame(&frame, &self.ranges));
+                    }
+                }
+                Ok(Some(Frame::Inline { len, args })) => {
+                    self.input.advance(len);
+                    if !args.is_empty() {
+                        self.pending.push_back(Command::parse(args));
                     }
                 }
                 Ok(None) => {
@@ -155,14 +171,18 @@ impl Conn {
             let start = Instant::now();
             match command {
                 Ok(Command::Get(key)) if self.session.authed && self.next_is_get() => {
-                    let keys = self.get_run(key);
+                    self.take_get_run(key);
+                    let lookup = &self.app.lookup;
+                    lookup.get_each_into(&self.run_keys, &mut self.run_found).await;
                     // Answered together: one clock read and one metrics
                     // update for the run.
                     let mut outcomes = [0u64; Outcome::ALL.len()];
-                    for (reply, outcome, _) in data::get_each(&self.app, &keys).await {
+                    for found in self.run_found.drain(..) {
+                        let (reply, outcome, _) = data::get_answer(found);
                         encode(&reply, self.session.proto, &mut self.output);
                         outcomes[outcome as usize] += 1;
                     }
+                    self.run_keys.clear();
                     self.app.resp_metrics.record_run(&outcomes, start.elapsed());
                 }
                 command => {
@@ -186,16 +206,16 @@ impl Conn {
         matches!(self.pending.front(), Some(Ok(Command::Get(_))))
     }
 
-    /// `first` and the GETs pending right after it, up to MAX_GET_RUN.
-    fn get_run(&mut self, first: Bytes) -> Vec<Bytes> {
-        let mut keys = vec![first];
-        while keys.len() < MAX_GET_RUN
+    /// `first` and the GETs pending right after it, up to MAX_GET_RUN,
+    /// into `run_keys`.
+    fn take_get_run(&mut self, first: Bytes) {
+        self.run_keys.push(first);
+        while self.run_keys.len() < MAX_GET_RUN
             && let Some(Ok(Command::Get(key))) =
                 self.pending.pop_front_if(|c| matches!(c, Ok(Command::Get(_))))
         {
-            keys.push(key);
+            self.run_keys.push(key);
         }
-        keys
     }
 
     /// Encodes an answer and counts it; what the connection does next.

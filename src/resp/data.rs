@@ -13,17 +13,8 @@ pub async fn get(app: &App, key: Bytes) -> Answer {
     get_answer(app.lookup.get(key).await)
 }
 
-/// A run of pipelined GETs, looked up together: one answer each.
-pub async fn get_each(app: &App, keys: &[Bytes]) -> Vec<Answer> {
-    app.lookup
-        .get_each(keys)
-        .await
-        .into_iter()
-        .map(get_answer)
-        .collect()
-}
-
-fn get_answer(found: Result<Found, Error>) -> Answer {
+/// The answer to one GET.
+pub fn get_answer(found: Result<Found, Error>) -> Answer {
     let outcome = app::outcome(&found);
     match found {
         Ok(Found { value: Some(v), .. }) => (Reply::Bulk(v), outcome, Then::Continue),

@@ -6,16 +6,30 @@
 //! Redis's quoting rules). Bounds: a bulk string over 512 MiB, an array over
 //! 1M elements or an inline line over 64 KiB is a protocol error.
 
+use std::ops::Range;
+
 use bytes::Bytes;
 
 pub const MAX_BULK: usize = 512 * 1024 * 1024;
 pub const MAX_ARRAY: usize = 1024 * 1024;
 pub const MAX_INLINE: usize = 64 * 1024;
 
-/// One command: its name and arguments, as the client sent them.
+/// One command: its name and arguments, as the client sent them (copied;
+/// see [`parse`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub args: Vec<Bytes>,
+}
+
+/// A whole command found at the front of the buffer by [`parse_frame`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A RESP array of `len` bytes; its arguments are byte ranges of it,
+    /// left in the caller's list, so they can be sliced out of the read
+    /// buffer instead of copied.
+    Array { len: usize },
+    /// An inline command of `len` bytes, its arguments unescaped.
+    Inline { len: usize, args: Vec<Bytes> },
 }
 
 /// What is wrong with the bytes; shown to the client after
@@ -28,18 +42,35 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ParseError> {
     Err(ParseError(msg.into()))
 }
 
-/// Parses one command from the front of `buf`.
+/// Finds one command at the front of `buf`. For an array, `ranges` (cleared
+/// first) receives where its arguments are.
 ///
-/// `Ok(Some((request, n)))`: a command taken from the first `n` bytes.
 /// `Ok(None)`: not a whole command yet; read more. An empty array or an
-/// empty inline line is consumed as a request with no arguments, which the
-/// caller skips (Redis sends nothing back for them).
-pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, ParseError> {
+/// empty inline line is a command with no arguments, which the caller
+/// skips (Redis sends nothing back for them).
+pub fn parse_frame(buf: &[u8], ranges: &mut Vec<Range<usize>>) -> Result<Option<Frame>, ParseError> {
+    ranges.clear();
     match buf.first() {
         None => Ok(None),
-        Some(b'*') => parse_array(buf),
+        Some(b'*') => parse_array(buf, ranges),
         Some(_) => parse_inline(buf),
     }
+}
+
+/// [`parse_frame`], with the arguments copied out: `Ok(Some((request,
+/// n)))` is a command taken from the first `n` bytes.
+pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, ParseError> {
+    let mut ranges = Vec::new();
+    Ok(parse_frame(buf, &mut ranges)?.map(|frame| match frame {
+        Frame::Array { len } => {
+            let args = ranges
+                .iter()
+                .map(|r| Bytes::copy_from_slice(&buf[r.clone()]))
+                .collect();
+            (Request { args }, len)
+        }
+        Frame::Inline { len, args } => (Request { args }, len),
+    }))
 }
 
 /// The line starting at `at`, without its `\r\n`, and where the next starts.
@@ -57,7 +88,7 @@ fn number(digits: &[u8], what: &str) -> Result<i64, ParseError> {
     }
 }
 
-fn parse_array(buf: &[u8]) -> Result<Option<(Request, usize)>, ParseError> {
+fn parse_array(buf: &[u8], ranges: &mut Vec<Range<usize>>) -> Result<Option<Frame>, ParseError> {
     let Some((header, first)) = line(buf, 1) else {
         return guard_unterminated(buf, 1, "multibulk");
     };
@@ -65,29 +96,20 @@ fn parse_array(buf: &[u8]) -> Result<Option<(Request, usize)>, ParseError> {
     if count > MAX_ARRAY as i64 {
         return err("invalid multibulk length");
     }
-    if count <= 0 {
-        return Ok(Some((Request { args: Vec::new() }, first)));
-    }
-    // First check the whole frame is here, copying nothing: a large frame
-    // arriving in many reads is re-checked on each, and must not be copied
-    // on each.
     let mut at = first;
-    for _ in 0..count {
+    for _ in 0..count.max(0) {
         match bulk(buf, at)? {
-            Some((_, next)) => at = next,
-            None => return Ok(None),
+            Some((range, next)) => {
+                ranges.push(range);
+                at = next;
+            }
+            None => {
+                ranges.clear();
+                return Ok(None);
+            }
         }
     }
-    let mut args = Vec::with_capacity(count as usize);
-    let mut at = first;
-    while let Ok(Some((range, next))) = bulk(buf, at) {
-        args.push(Bytes::copy_from_slice(&buf[range]));
-        at = next;
-        if args.len() == count as usize {
-            break;
-        }
-    }
-    Ok(Some((Request { args }, at)))
+    Ok(Some(Frame::Array { len: at }))
 }
 
 /// The bulk string at `at`: where its bytes are and where the next thing
@@ -99,7 +121,7 @@ fn bulk(buf: &[u8], at: usize) -> Result<Option<(std::ops::Range<usize>, usize)>
         Some(&c) => return err(format!("expected '$', got '{}'", c as char)),
     }
     let Some((digits, start)) = line(buf, at + 1) else {
-        return guard_unterminated(buf, at + 1, "bulk").map(|_| None);
+        return guard_unterminated::<()>(buf, at + 1, "bulk").map(|_| None);
     };
     let len = number(digits, "bulk")?;
     if len < 0 || len > MAX_BULK as i64 {
@@ -117,7 +139,7 @@ fn bulk(buf: &[u8], at: usize) -> Result<Option<(std::ops::Range<usize>, usize)>
 
 /// A length line that never ends is an error once it is longer than any
 /// valid one could be, so a client cannot make us buffer forever.
-fn guard_unterminated(buf: &[u8], from: usize, what: &str) -> Result<Option<(Request, usize)>, ParseError> {
+fn guard_unterminated<T>(buf: &[u8], from: usize, what: &str) -> Result<Option<T>, ParseError> {
     if buf.len().saturating_sub(from) > 32 {
         err(format!("invalid {what} length"))
     } else {
@@ -125,7 +147,7 @@ fn guard_unterminated(buf: &[u8], from: usize, what: &str) -> Result<Option<(Req
     }
 }
 
-fn parse_inline(buf: &[u8]) -> Result<Option<(Request, usize)>, ParseError> {
+fn parse_inline(buf: &[u8]) -> Result<Option<Frame>, ParseError> {
     let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
         if buf.len() > MAX_INLINE {
             return err("too big inline request");
@@ -140,7 +162,7 @@ fn parse_inline(buf: &[u8]) -> Result<Option<(Request, usize)>, ParseError> {
         text = stripped;
     }
     let args = split_args(text).ok_or_else(|| ParseError("unbalanced quotes in request".into()))?;
-    Ok(Some((Request { args }, nl + 1)))
+    Ok(Some(Frame::Inline { len: nl + 1, args }))
 }
 
 /// Redis's `sdssplitargs`: words separated by blanks; "double quotes" with
