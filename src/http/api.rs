@@ -178,7 +178,7 @@ async fn get(app: &App, key: Bytes, raw_body: bool) -> (Response<Body>, Outcome)
             ..
         }) => {
             headers.insert("x-cache", HeaderValue::from_static("HIT"));
-            headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+            headers.insert(header::AGE, super::age_header(age.as_secs()));
         }
         _ => {
             headers.insert("x-cache", HeaderValue::from_static("MISS"));
@@ -220,8 +220,12 @@ fn wants_octets(req: &Request<Incoming>) -> bool {
     })
 }
 
-/// Strict percent-decoding: `%` must be followed by two hex digits.
+/// Strict percent-decoding: `%` must be followed by two hex digits. A key
+/// with no `%` is copied as it is.
 pub fn percent_decode(s: &[u8]) -> Option<Vec<u8>> {
+    if !s.contains(&b'%') {
+        return Some(s.to_vec());
+    }
     fn hex(b: u8) -> Option<u8> {
         (b as char).to_digit(16).map(|d| d as u8)
     }
