@@ -1,13 +1,15 @@
 //! Single flight: one Redis GET per key in flight, however many lookups
 //! miss on it at once.
 //!
-//! A flight is a `watch` channel that its fetch task fills with the
-//! outcome. It is registered under the [`Stamp`] its key had when it
+//! A flight is a `watch` channel that the lookup which started it fills
+//! with the outcome, fetching in its own task. It is registered under the [`Stamp`] its key had when it
 //! started, and only lookups whose key still has that stamp join it: a
 //! lookup that starts after a write or an invalidation of its key never
-//! gets an answer read before it. The fetch task holds a [`FlightGuard`]
-//! that unregisters its flights however the task ends, and only its own (a
-//! newer flight may have replaced one of them).
+//! gets an answer read before it. The fetch holds a [`FlightGuard`] that
+//! unregisters its flights however it ends, and only its own (a newer
+//! flight may have replaced one of them). If it ends without an answer (its
+//! client hung up and the fetch was dropped), the lookups that joined it
+//! ask again rather than fail.
 
 use std::collections::HashMap;
 
@@ -123,18 +125,17 @@ pub enum Slot {
 }
 
 impl Slot {
-    pub async fn wait(self) -> Result<Found, Error> {
+    /// The answer, or None if the flight was abandoned before it answered
+    /// (the client whose task ran it hung up): then ask again.
+    pub async fn wait(self) -> Option<Result<Found, Error>> {
         match self {
-            Slot::Ready(found) => Ok(found),
+            Slot::Ready(found) => Some(Ok(found)),
             Slot::Waiting(mut flight) => {
-                let outcome = match flight.wait_for(Option::is_some).await {
-                    Ok(done) => done.clone().expect("waited for Some"),
-                    Err(_) => Err(Error::unavailable("the request to Redis was abandoned")),
-                };
-                outcome.map(|value| Found {
+                let outcome = flight.wait_for(Option::is_some).await.ok()?.clone()?;
+                Some(outcome.map(|value| Found {
                     value,
                     source: Source::Miss,
-                })
+                }))
             }
         }
     }
@@ -165,7 +166,7 @@ mod tests {
         };
         tx.send(Some(Ok(Some(key("v"))))).unwrap();
         for flight in [first, second] {
-            let found = Slot::Waiting(flight).wait().await.unwrap();
+            let found = Slot::Waiting(flight).wait().await.unwrap().unwrap();
             assert_eq!(found.value, Some(key("v")));
         }
     }
@@ -212,11 +213,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_flight_abandoned_without_an_answer_is_an_error_not_a_miss() {
+    async fn a_flight_abandoned_without_an_answer_says_so_rather_than_miss() {
         let (g, flights, k) = (Generations::new(), Flights::default(), key("k"));
         let (tx, rx) = start(&flights, &k, g.stamp(&k));
         drop(tx);
-        let err = Slot::Waiting(rx).wait().await.unwrap_err();
-        assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+        assert!(
+            Slot::Waiting(rx).wait().await.is_none(),
+            "neither a value nor a nil"
+        );
     }
 }

@@ -1,12 +1,12 @@
 //! The protocol-agnostic read path: cache → single flight → backend →
 //! insert. Both front ends call [`Lookup::get`]; neither sees the cache.
 //!
-//! A hit takes one short mutex section and clones a `Bytes` (a reference
-//! count); nothing is held across an await. A miss registers a flight for
-//! its key (`flight`); later misses on that key wait on the same flight,
-//! so any number of concurrent misses cost one Redis round trip. The flight
-//! runs in its own task, so a client that hangs up does not cancel it for
-//! the others.
+//! A hit takes one short mutex section and copies its value out; nothing
+//! is held across an await. A miss registers a flight for its key
+//! (`flight`); later misses on that key wait on the same flight, so any
+//! number of concurrent misses cost one Redis round trip. The lookup that
+//! started a flight fetches it in its own task; if its client hangs up, the
+//! others ask again.
 //!
 //! What keeps the cache coherent is in [`generation`]: a fetched value is
 //! inserted only if nothing changed its key (a write through the proxy, an
@@ -99,10 +99,14 @@ impl Lookup {
 
     /// The value of `key`, from the cache if held, else from Redis.
     pub async fn get(self: &Arc<Self>, key: Bytes) -> Result<Found, Error> {
-        let mut new = NewFlights::default();
-        let slot = self.begin(key, &mut new);
-        self.launch(new);
-        slot.wait().await
+        loop {
+            let mut new = NewFlights::default();
+            let slot = self.begin(key.clone(), &mut new);
+            self.fly(new).await;
+            if let Some(found) = slot.wait().await {
+                return found;
+            }
+        }
     }
 
     /// The values of `keys` in order, each with its own outcome (pipelined
@@ -131,9 +135,12 @@ impl Lookup {
             .filter(|(_, (_, found))| local::is_missing(found))
             .map(|(i, (key, _))| (i, self.begin_miss(key.clone(), &mut new)))
             .collect();
-        self.launch(new);
+        self.fly(new).await;
         for (i, slot) in waiting {
-            out[i] = slot.wait().await;
+            out[i] = match slot.wait().await {
+                Some(found) => found,
+                None => self.get(keys[i].clone()).await,
+            };
         }
     }
 
@@ -187,28 +194,28 @@ impl Lookup {
         }
     }
 
-    /// Starts the Redis round trip for new flights, in a task of its own so
-    /// that a client hanging up does not cancel it for the others.
-    fn launch(self: &Arc<Self>, new: NewFlights) {
+    /// Fetches the flights this lookup started and answers everyone
+    /// waiting on them. It runs in the lookup's own task: a task of its own
+    /// would cost a wake-up and a hand-over on every miss. If the lookup is
+    /// dropped meanwhile (its client hung up), the guard unregisters the
+    /// flights and their waiters ask again.
+    async fn fly(&self, new: NewFlights) {
         if new.keys.is_empty() {
             return;
         }
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let NewFlights {
-                keys,
-                stamps,
-                senders,
-            } = new;
-            let _guard = FlightGuard::new(&this.flights, &keys, &senders);
-            let mut outcomes = this.fetch(&keys, &stamps).await.into_iter();
-            for tx in &senders {
-                let outcome = outcomes
-                    .next()
-                    .unwrap_or_else(|| Err(Error::Reply("Redis sent fewer replies than keys".into())));
-                let _ = tx.send(Some(outcome));
-            }
-        });
+        let NewFlights {
+            keys,
+            stamps,
+            senders,
+        } = new;
+        let _guard = FlightGuard::new(&self.flights, &keys, &senders);
+        let mut outcomes = self.fetch(&keys, &stamps).await.into_iter();
+        for tx in &senders {
+            let outcome = outcomes
+                .next()
+                .unwrap_or_else(|| Err(Error::Reply("Redis sent fewer replies than keys".into())));
+            let _ = tx.send(Some(outcome));
+        }
     }
 
     /// One outcome per key: GET+PTTL for one key, MGET+PTTLs for several,

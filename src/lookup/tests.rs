@@ -362,3 +362,26 @@ async fn ttl_mode_keeps_a_value_changed_in_redis_until_it_expires() {
     assert_eq!(h.metrics.invalidations.get(), 0);
     assert_eq!(h.metrics.tracking.get(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_joined_a_flight_whose_client_hung_up_asks_again() {
+    let h = harness(Invalidation::Tracking, Duration::from_secs(5)).await;
+    h.direct(&["SET", "k", "v"]);
+    let gate = h.lookup.pauses.arm("fetched");
+    // The first read fetches in its own task, and stops with the reply in hand.
+    let leader = h.spawn_get("k");
+    gate.arrived().await;
+    let joiner = h.spawn_get("k");
+    h.until("the second read to join", || {
+        h.metrics.singleflight_joins.get() == 1
+    })
+    .await;
+    // Its client hangs up: the fetch is dropped before it answers.
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    // The read that joined it neither fails nor reads a nil: it asks again.
+    let found = tokio::time::timeout(DEADLINE, joiner)
+        .await
+        .expect("the joiner waited forever");
+    assert_eq!(value_of(found.unwrap()), Some(b("v")));
+}
