@@ -30,4 +30,4 @@ clean:
 # micro-benchmarks. BENCH_QUICK=1 make bench: a short run (under 2 minutes).
 bench:
 	./bench/run.sh
-	cargo bench --bench cache --bench resp
+	cargo bench --bench cache --bench resp --bench http

@@ -40,8 +40,13 @@ impl App {
     /// backend's supervisor connects; see [`crate::server::run`]). An error
     /// is a bad `--redis-url`.
     pub fn build(config: &Config) -> Result<Arc<App>, String> {
-        let metrics = Arc::new(Metrics::new());
         let store = Store::new(config.cache_capacity, config.cache_max_bytes, config.cache_ttl);
+        Self::build_with(config, store)
+    }
+
+    /// [`App::build`] over a store made beforehand (a benchmark's, filled).
+    pub fn build_with(config: &Config, store: Store) -> Result<Arc<App>, String> {
+        let metrics = Arc::new(Metrics::new());
         let local = Arc::new(Local::new(store, metrics.clone()));
         let backend = Backend::new(
             config.redis_url(),

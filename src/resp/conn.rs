@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::SemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
@@ -38,9 +37,9 @@ const MAX_BATCH: usize = 1024;
 const MAX_GET_RUN: usize = 64;
 
 /// A connection's buffers and state.
-struct Conn {
+struct Conn<S> {
     app: Arc<App>,
-    stream: TcpStream,
+    stream: S,
     session: Session,
     input: BytesMut,
     output: BytesMut,
@@ -56,8 +55,9 @@ struct Conn {
     run_found: Vec<Result<Found, Error>>,
 }
 
-/// Serves one client until QUIT, EOF, a protocol error or shutdown.
-pub async fn serve(app: Arc<App>, stream: TcpStream, shutdown: CancellationToken) {
+/// Serves one client until QUIT, EOF, a protocol error or shutdown. Any
+/// byte stream will do: a TCP socket, or an in-memory pipe in a benchmark.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(app: Arc<App>, stream: S, shutdown: CancellationToken) {
     let session = Session::new(&app);
     let mut conn = Conn {
         app,
@@ -74,7 +74,7 @@ pub async fn serve(app: Arc<App>, stream: TcpStream, shutdown: CancellationToken
     conn.run(shutdown).await;
 }
 
-impl Conn {
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn run(&mut self, shutdown: CancellationToken) {
         loop {
             let then = self.answer_buffered().await;
