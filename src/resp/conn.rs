@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::SemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::command::Command;
-use super::encode::{Proto, Reply, encode};
+use super::encode::{Output, Proto, Reply, encode};
 use super::parse::{Frame, parse_frame};
 use super::{Answer, Session, Then, data, execute};
 use crate::app::App;
@@ -42,7 +42,7 @@ struct Conn<S> {
     stream: S,
     session: Session,
     input: BytesMut,
-    output: BytesMut,
+    output: Output,
     /// Commands taken from the input and not answered yet (each parsed,
     /// or the error that answers it).
     pending: VecDeque<Result<Command, Error>>,
@@ -64,7 +64,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(app: Arc<App>, stream: S, 
         stream,
         session,
         input: BytesMut::with_capacity(16 * 1024),
-        output: BytesMut::with_capacity(16 * 1024),
+        output: Output::with_capacity(16 * 1024),
         pending: VecDeque::new(),
         broken: None,
         ranges: Vec::new(),
@@ -78,11 +78,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn run(&mut self, shutdown: CancellationToken) {
         loop {
             let then = self.answer_buffered().await;
-            if !self.output.is_empty() {
-                if self.stream.write_all(&self.output).await.is_err() {
-                    return;
-                }
-                self.output.clear();
+            if !self.output.is_empty() && self.output.write_to(&mut self.stream).await.is_err() {
+                return;
             }
             match then {
                 Then::Close => return,

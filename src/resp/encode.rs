@@ -1,8 +1,117 @@
-//! Replies → bytes, in RESP2 or RESP3 (after `HELLO 3`).
+//! Replies → bytes, in RESP2 or RESP3 (after `HELLO 3`), into an
+//! [`Output`] that copies small values into one buffer and keeps large ones
+//! as they are, to be written with the rest in one vectored write.
 
 use std::borrow::Cow;
+use std::io::IoSlice;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// Values at least this large are not copied into the output buffer.
+pub const SHARE_FROM: usize = 16 * 1024;
+
+/// Encoded replies waiting to be written: a buffer, and the large values
+/// between its parts.
+#[derive(Default)]
+pub struct Output {
+    buf: BytesMut,
+    /// Written before `buf`: parts of it already split off, and large
+    /// values, in order.
+    chunks: Vec<Bytes>,
+    chunked: usize,
+}
+
+impl Output {
+    pub fn with_capacity(n: usize) -> Self {
+        Output {
+            buf: BytesMut::with_capacity(n),
+            ..Output::default()
+        }
+    }
+
+    /// Bytes waiting to be written.
+    pub fn len(&self) -> usize {
+        self.chunked + self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.chunks.clear();
+        self.chunked = 0;
+    }
+
+    fn put_u8(&mut self, b: u8) {
+        self.buf.put_u8(b);
+    }
+
+    fn put_slice(&mut self, s: &[u8]) {
+        self.buf.put_slice(s);
+    }
+
+    /// A value: copied if small, else queued as it is.
+    fn put_value(&mut self, v: &Bytes) {
+        if v.len() < SHARE_FROM {
+            self.buf.put_slice(v);
+            return;
+        }
+        if !self.buf.is_empty() {
+            let head = self.buf.split().freeze();
+            self.chunked += head.len();
+            self.chunks.push(head);
+        }
+        self.chunked += v.len();
+        self.chunks.push(v.clone());
+    }
+
+    /// Writes everything to `w` (one write when no value was large, one
+    /// vectored write when none is short), then empties.
+    pub async fn write_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<()> {
+        if self.chunks.is_empty() {
+            w.write_all(&self.buf).await?;
+            self.buf.clear();
+            return Ok(());
+        }
+        if !self.buf.is_empty() {
+            self.chunks.push(self.buf.split().freeze());
+        }
+        let (mut first, mut skip) = (0, 0);
+        while first < self.chunks.len() {
+            let slices: Vec<IoSlice<'_>> = std::iter::once(&self.chunks[first][skip..])
+                .chain(self.chunks[first + 1..].iter().map(|c| &c[..]))
+                .map(IoSlice::new)
+                .collect();
+            let mut n = w.write_vectored(&slices).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            while n > 0 {
+                let left = self.chunks[first].len() - skip;
+                if n < left {
+                    skip += n;
+                    n = 0;
+                } else {
+                    n -= left;
+                    first += 1;
+                    skip = 0;
+                }
+            }
+        }
+        self.clear();
+        Ok(())
+    }
+
+    /// Everything encoded so far, as one vector (for tests).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut all: Vec<u8> = self.chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        all.extend_from_slice(&self.buf);
+        all
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -42,7 +151,7 @@ impl Reply {
     }
 }
 
-pub fn encode(reply: &Reply, proto: Proto, out: &mut BytesMut) {
+pub fn encode(reply: &Reply, proto: Proto, out: &mut Output) {
     match reply {
         Reply::Simple(s) => line(out, b'+', s.as_bytes()),
         Reply::Error(e) => {
@@ -56,7 +165,7 @@ pub fn encode(reply: &Reply, proto: Proto, out: &mut BytesMut) {
         Reply::Int(n) => line(out, b':', itoa::Buffer::new().format(*n).as_bytes()),
         Reply::Bulk(b) => {
             header(out, b'$', b.len());
-            out.put_slice(b);
+            out.put_value(b);
             out.put_slice(b"\r\n");
         }
         Reply::Null => match proto {
@@ -82,13 +191,13 @@ pub fn encode(reply: &Reply, proto: Proto, out: &mut BytesMut) {
     }
 }
 
-fn header(out: &mut BytesMut, kind: u8, len: usize) {
+fn header(out: &mut Output, kind: u8, len: usize) {
     out.put_u8(kind);
     out.put_slice(itoa::Buffer::new().format(len).as_bytes());
     out.put_slice(b"\r\n");
 }
 
-fn line(out: &mut BytesMut, kind: u8, text: &[u8]) {
+fn line(out: &mut Output, kind: u8, text: &[u8]) {
     out.put_u8(kind);
     out.put_slice(text);
     out.put_slice(b"\r\n");
@@ -99,9 +208,37 @@ mod tests {
     use super::*;
 
     fn enc(r: &Reply, p: Proto) -> Vec<u8> {
-        let mut out = BytesMut::new();
+        let mut out = Output::default();
         encode(r, p, &mut out);
         out.to_vec()
+    }
+
+    #[tokio::test]
+    async fn large_values_are_written_from_where_they_are() {
+        let big = Bytes::from(vec![b'x'; SHARE_FROM]);
+        let mut out = Output::default();
+        encode(&Reply::bulk("small"), Proto::Resp2, &mut out);
+        encode(&Reply::Bulk(big.clone()), Proto::Resp2, &mut out);
+        encode(
+            &Reply::Array(vec![Reply::Bulk(big.clone()), Reply::Int(1)]),
+            Proto::Resp2,
+            &mut out,
+        );
+        let shared = out.chunks.iter().filter(|c| c.as_ptr() == big.as_ptr()).count();
+        assert_eq!(shared, 2, "the value itself, twice, not copies");
+        let mut expected = b"$5\r\nsmall\r\n".to_vec();
+        for prefix in [&b""[..], &b"*2\r\n"[..]] {
+            expected.extend_from_slice(prefix);
+            expected.extend_from_slice(format!("${SHARE_FROM}\r\n").as_bytes());
+            expected.extend_from_slice(&big);
+            expected.extend_from_slice(b"\r\n");
+        }
+        expected.extend_from_slice(b":1\r\n");
+        assert_eq!(out.len(), expected.len());
+        let mut written = Vec::new();
+        out.write_to(&mut written).await.unwrap();
+        assert_eq!(written, expected);
+        assert!(out.is_empty());
     }
 
     #[test]
