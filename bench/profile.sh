@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Profiles the proxy under one workload with perf (software clock sampling:
 # these machines have no hardware counters) and writes a flamegraph to
-# bench/results/flame-<workload>.svg (and the folded stacks beside it) and
+# bench/results/flame-<workload>.svg (the folded stacks in target/profile/) and
 # the top of the flat profile to stdout. Workloads: hits-p16, hits-c1, misses-p16, http.
 #   bench/profile.sh hits-p16
 # Needs perf (Debian linux-perf) and inferno (cargo install inferno).
@@ -54,5 +54,5 @@ wait "$rec"; wait "$loadpid" || true
 perf script -i "$dir/perf.data" 2>/dev/null | inferno-collapse-perf >"$dir/folded"
 inferno-flamegraph --title "redis-proxy: $workload" <"$dir/folded" >"bench/results/flame-$workload.svg"
 echo "bench/results/flame-$workload.svg" >&2
-cp "$dir/folded" "bench/results/folded-$workload.txt"
+mkdir -p target/profile && cp "$dir/folded" "target/profile/folded-$workload.txt"
 perf report -i "$dir/perf.data" --no-children --sort symbol --stdio 2>/dev/null | grep -E "^ +[0-9]" | head -40 || true

@@ -1,24 +1,27 @@
 //! Single flight: one Redis GET per key in flight, however many lookups
 //! miss on it at once.
 //!
-//! A flight is a `watch` channel that the lookup which started it fills
-//! with the outcome, fetching in its own task. It is registered under the [`Stamp`] its key had when it
-//! started, and only lookups whose key still has that stamp join it: a
-//! lookup that starts after a write or an invalidation of its key never
-//! gets an answer read before it. The fetch holds a [`FlightGuard`] that
-//! unregisters its flights however it ends, and only its own (a newer
-//! flight may have replaced one of them). If it ends without an answer (its
-//! client hung up and the fetch was dropped), the lookups that joined it
-//! ask again rather than fail.
+//! The lookup that misses first fetches, in its own task, every key it
+//! missed that no one else is fetching: one [`Batch`]. Each key of it is
+//! registered, under the [`Stamp`] the key had when the lookup started, and
+//! only lookups whose key still has that stamp join it: a lookup that
+//! starts after a write or an invalidation of its key never gets an answer
+//! read before it. A batch is registered and unregistered under one lock,
+//! and answered once, for all its keys.
+//!
+//! The fetch holds a [`FlightGuard`] that unregisters its keys however it
+//! ends, and only its own (a newer flight may have replaced one of them).
+//! If it ends without an answer (its client hung up and the fetch was
+//! dropped), the lookups that joined it ask again rather than fail.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
-use super::Found;
-use super::Source;
 use super::generation::Stamp;
 use crate::error::Error;
 
@@ -26,66 +29,116 @@ use crate::error::Error;
 /// such key.
 pub type Outcome = Result<Option<Bytes>, Error>;
 
-/// The receiving end of a flight: `None` until the fetch has answered.
-pub type Flight = watch::Receiver<Option<Outcome>>;
+/// One fetch of one or more keys, and its answer once it has one.
+pub struct Batch {
+    answer: OnceLock<Vec<Outcome>>,
+    abandoned: AtomicBool,
+    done: Notify,
+}
 
-/// The sending end, held by the fetch task.
-pub type FlightSender = watch::Sender<Option<Outcome>>;
+impl Batch {
+    fn new() -> Self {
+        Batch {
+            answer: OnceLock::new(),
+            abandoned: AtomicBool::new(false),
+            done: Notify::new(),
+        }
+    }
+
+    /// Publishes one outcome per key, in order, and wakes the waiters.
+    pub fn answer(&self, outcomes: Vec<Outcome>) {
+        let _ = self.answer.set(outcomes);
+        self.done.notify_waiters();
+    }
+
+    /// The outcome for key `index`, once answered.
+    pub fn outcome(&self, index: usize) -> Option<Outcome> {
+        self.answer.get().map(|all| all[index].clone())
+    }
+
+    fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Release);
+        self.done.notify_waiters();
+    }
+
+    /// The outcome for key `index`, or None if the batch was abandoned
+    /// before it answered (ask again).
+    pub async fn wait(&self, index: usize) -> Option<Outcome> {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so an answer published in between
+            // still wakes us.
+            notified.as_mut().enable();
+            if let Some(outcome) = self.outcome(index) {
+                return Some(outcome);
+            }
+            if self.abandoned.load(Ordering::Acquire) {
+                return None;
+            }
+            notified.await;
+        }
+    }
+}
 
 struct InFlight {
     stamp: Stamp,
-    flight: Flight,
+    batch: Arc<Batch>,
+    index: usize,
 }
 
-/// The flights in progress, by key.
+/// The keys being fetched, by key.
 #[derive(Default)]
 pub struct Flights {
     map: Mutex<HashMap<Bytes, InFlight>>,
 }
 
-/// What [`Flights::join_or_start`] decided.
+/// The keys a lookup must fetch itself, with their stamps, and the batch
+/// that others joining them wait on.
+#[derive(Default)]
+pub struct NewFlights {
+    pub keys: Vec<Bytes>,
+    pub stamps: Vec<Stamp>,
+    batch: Option<Arc<Batch>>,
+}
+
+impl NewFlights {
+    /// The batch these keys are fetched as, if there are any.
+    pub fn batch(&self) -> Option<Arc<Batch>> {
+        self.batch.clone()
+    }
+}
+
+/// How one missing key is to be answered.
 pub enum Begun {
-    /// A flight under the same stamp was already fetching this key.
-    Joined(Flight),
-    /// `found` said the key was cached after all.
-    Found(Found),
-    /// A new flight: the caller must fetch and answer through the sender.
-    Started(FlightSender, Flight),
+    /// By a fetch already in flight under the same stamp: its batch, and
+    /// the key's place in it.
+    Joined(Arc<Batch>, usize),
+    /// By this lookup's own fetch: the key's place in it.
+    Started(usize),
 }
 
 impl Flights {
-    /// Joins the flight fetching `key` under `stamp`, or starts one. Before
-    /// starting, `cached` is asked once more under the flights' lock: a
-    /// flight that finished since the caller's first look at the cache has
-    /// inserted its value, and a second GET would be wasted.
-    pub fn join_or_start(&self, key: &Bytes, stamp: Stamp, cached: impl FnOnce() -> Option<Found>) -> Begun {
+    /// For each missing key with the stamp it had before the lookup went
+    /// further: join the flight fetching it under the same stamp, or add
+    /// it to `new`. One lock for them all.
+    pub fn begin(&self, misses: impl Iterator<Item = (Bytes, Stamp)>, new: &mut NewFlights) -> Vec<Begun> {
         let mut map = self.map.lock();
-        if let Some(f) = map.get(key)
-            && f.stamp == stamp
-        {
-            return Begun::Joined(f.flight.clone());
-        }
-        if let Some(found) = cached() {
-            return Begun::Found(found);
-        }
-        let (tx, rx) = watch::channel(None);
-        let entry = InFlight {
-            stamp,
-            flight: rx.clone(),
-        };
-        map.insert(key.clone(), entry);
-        Begun::Started(tx, rx)
-    }
-
-    /// Unregisters the flights `keys`/`mine`, where they are still the
-    /// registered ones.
-    fn finish(&self, keys: &[Bytes], mine: &[Flight]) {
-        let mut map = self.map.lock();
-        for (key, mine) in keys.iter().zip(mine) {
-            if map.get(key).is_some_and(|f| f.flight.same_channel(mine)) {
-                map.remove(key);
-            }
-        }
+        misses
+            .map(|(key, stamp)| {
+                if let Some(f) = map.get(&key)
+                    && f.stamp == stamp
+                {
+                    return Begun::Joined(f.batch.clone(), f.index);
+                }
+                let batch = new.batch.get_or_insert_with(|| Arc::new(Batch::new())).clone();
+                let index = new.keys.len();
+                map.insert(key.clone(), InFlight { stamp, batch, index });
+                new.keys.push(key);
+                new.stamps.push(stamp);
+                Begun::Started(index)
+            })
+            .collect()
     }
 
     #[cfg(test)]
@@ -94,49 +147,34 @@ impl Flights {
     }
 }
 
-/// Unregisters a fetch task's flights when dropped, panics included, so a
-/// key is never left joined to a flight that will not answer.
+/// Unregisters a batch's keys when dropped, panics and cancellation
+/// included, so a key is never left joined to a flight that will not
+/// answer; marks the batch abandoned if it never answered.
 pub struct FlightGuard<'a> {
     flights: &'a Flights,
     keys: &'a [Bytes],
-    mine: Vec<Flight>,
+    batch: &'a Arc<Batch>,
 }
 
 impl<'a> FlightGuard<'a> {
-    pub fn new(flights: &'a Flights, keys: &'a [Bytes], senders: &[FlightSender]) -> Self {
-        FlightGuard {
-            flights,
-            keys,
-            mine: senders.iter().map(|tx| tx.subscribe()).collect(),
-        }
+    pub fn new(flights: &'a Flights, keys: &'a [Bytes], batch: &'a Arc<Batch>) -> Self {
+        FlightGuard { flights, keys, batch }
     }
 }
 
 impl Drop for FlightGuard<'_> {
     fn drop(&mut self) {
-        self.flights.finish(self.keys, &self.mine);
-    }
-}
-
-/// One key of a lookup: answered already, or waiting on a flight.
-pub enum Slot {
-    Ready(Found),
-    Waiting(Flight),
-}
-
-impl Slot {
-    /// The answer, or None if the flight was abandoned before it answered
-    /// (the client whose task ran it hung up): then ask again.
-    pub async fn wait(self) -> Option<Result<Found, Error>> {
-        match self {
-            Slot::Ready(found) => Some(Ok(found)),
-            Slot::Waiting(mut flight) => {
-                let outcome = flight.wait_for(Option::is_some).await.ok()?.clone()?;
-                Some(outcome.map(|value| Found {
-                    value,
-                    source: Source::Miss,
-                }))
+        {
+            let mut map = self.flights.map.lock();
+            for key in self.keys {
+                if map.get(key).is_some_and(|f| Arc::ptr_eq(&f.batch, self.batch)) {
+                    map.remove(key);
+                }
             }
+        }
+        // After unregistering: those who ask again must not find it.
+        if self.batch.answer.get().is_none() {
+            self.batch.abandon();
         }
     }
 }
@@ -150,76 +188,94 @@ mod tests {
         Bytes::copy_from_slice(s.as_bytes())
     }
 
-    fn start(flights: &Flights, k: &Bytes, stamp: Stamp) -> (FlightSender, Flight) {
-        match flights.join_or_start(k, stamp, || None) {
-            Begun::Started(tx, rx) => (tx, rx),
-            _ => panic!("expected a new flight"),
-        }
+    fn begin(flights: &Flights, k: &Bytes, stamp: Stamp, new: &mut NewFlights) -> Begun {
+        flights
+            .begin(std::iter::once((k.clone(), stamp)), new)
+            .pop()
+            .unwrap()
     }
 
     #[tokio::test]
     async fn a_second_miss_under_the_same_stamp_joins_and_shares_the_answer() {
         let (g, flights, k) = (Generations::new(), Flights::default(), key("k"));
-        let (tx, first) = start(&flights, &k, g.stamp(&k));
-        let Begun::Joined(second) = flights.join_or_start(&k, g.stamp(&k), || None) else {
+        let mut new = NewFlights::default();
+        let Begun::Started(0) = begin(&flights, &k, g.stamp(&k), &mut new) else {
+            panic!("expected a new flight");
+        };
+        let Begun::Joined(batch, 0) = begin(&flights, &k, g.stamp(&k), &mut NewFlights::default()) else {
             panic!("expected to join");
         };
-        tx.send(Some(Ok(Some(key("v"))))).unwrap();
-        for flight in [first, second] {
-            let found = Slot::Waiting(flight).wait().await.unwrap().unwrap();
-            assert_eq!(found.value, Some(key("v")));
-        }
+        let waiter = tokio::spawn(async move { batch.wait(0).await });
+        new.batch().unwrap().answer(vec![Ok(Some(key("v")))]);
+        assert_eq!(waiter.await.unwrap(), Some(Ok(Some(key("v")))));
     }
 
     #[test]
     fn a_miss_after_its_key_was_bumped_starts_its_own_flight() {
         let (g, flights, k) = (Generations::new(), Flights::default(), key("k"));
-        let (_tx, old) = start(&flights, &k, g.stamp(&k));
+        let mut old = NewFlights::default();
+        begin(&flights, &k, g.stamp(&k), &mut old);
         g.bump(&k);
-        let (_tx2, new) = start(&flights, &k, g.stamp(&k));
-        assert!(!old.same_channel(&new));
+        let mut new = NewFlights::default();
+        assert!(matches!(
+            begin(&flights, &k, g.stamp(&k), &mut new),
+            Begun::Started(0)
+        ));
         g.bump_all();
-        let (_tx3, newer) = start(&flights, &k, g.stamp(&k));
-        assert!(!new.same_channel(&newer));
+        let mut newer = NewFlights::default();
+        assert!(matches!(
+            begin(&flights, &k, g.stamp(&k), &mut newer),
+            Begun::Started(0)
+        ));
     }
 
     #[test]
-    fn a_value_cached_meanwhile_is_found_instead_of_starting_a_flight() {
-        let (g, flights, k) = (Generations::new(), Flights::default(), key("k"));
-        let found = Found {
-            value: Some(key("v")),
-            source: Source::Miss,
-        };
-        let answer = flights.join_or_start(&k, g.stamp(&k), || Some(found.clone()));
-        assert!(matches!(answer, Begun::Found(f) if f == found));
-        assert_eq!(flights.len(), 0);
+    fn a_run_of_misses_is_one_batch() {
+        let (g, flights) = (Generations::new(), Flights::default());
+        let keys = [key("a"), key("b"), key("c")];
+        let mut new = NewFlights::default();
+        let begun = flights.begin(keys.iter().map(|k| (k.clone(), g.stamp(k))), &mut new);
+        assert!(matches!(
+            begun[..],
+            [Begun::Started(0), Begun::Started(1), Begun::Started(2)]
+        ));
+        assert_eq!(new.keys, keys);
+        assert_eq!(flights.len(), 3);
     }
 
     #[test]
     fn the_guard_removes_only_its_own_flights() {
         let (g, flights, k) = (Generations::new(), Flights::default(), key("k"));
         let keys = [k.clone()];
-        let (old_tx, _) = start(&flights, &k, g.stamp(&k));
-        let old_guard = FlightGuard::new(&flights, &keys, std::slice::from_ref(&old_tx));
+        let mut old = NewFlights::default();
+        begin(&flights, &k, g.stamp(&k), &mut old);
+        let old_batch = old.batch().unwrap();
+        let old_guard = FlightGuard::new(&flights, &keys, &old_batch);
         g.bump(&k);
-        let (new_tx, _) = start(&flights, &k, g.stamp(&k));
+        let mut new = NewFlights::default();
+        begin(&flights, &k, g.stamp(&k), &mut new);
         drop(old_guard);
         assert_eq!(flights.len(), 1, "the newer flight must stay registered");
-        let Begun::Joined(_) = flights.join_or_start(&k, g.stamp(&k), || None) else {
+        let Begun::Joined(..) = begin(&flights, &k, g.stamp(&k), &mut NewFlights::default()) else {
             panic!("the newer flight is still joinable");
         };
-        drop(FlightGuard::new(&flights, &keys, std::slice::from_ref(&new_tx)));
+        let new_batch = new.batch().unwrap();
+        drop(FlightGuard::new(&flights, &keys, &new_batch));
         assert_eq!(flights.len(), 0);
     }
 
     #[tokio::test]
     async fn a_flight_abandoned_without_an_answer_says_so_rather_than_miss() {
         let (g, flights, k) = (Generations::new(), Flights::default(), key("k"));
-        let (tx, rx) = start(&flights, &k, g.stamp(&k));
-        drop(tx);
-        assert!(
-            Slot::Waiting(rx).wait().await.is_none(),
-            "neither a value nor a nil"
-        );
+        let keys = [k.clone()];
+        let mut new = NewFlights::default();
+        begin(&flights, &k, g.stamp(&k), &mut new);
+        let Begun::Joined(batch, i) = begin(&flights, &k, g.stamp(&k), &mut NewFlights::default()) else {
+            panic!("expected to join");
+        };
+        let mine = new.batch().unwrap();
+        drop(FlightGuard::new(&flights, &keys, &mine));
+        assert!(batch.wait(i).await.is_none(), "neither a value nor a nil");
+        assert_eq!(flights.len(), 0);
     }
 }

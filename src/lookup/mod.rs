@@ -30,7 +30,7 @@ use bytes::Bytes;
 use crate::backend::{Backend, Written};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use flight::{Begun, FlightGuard, FlightSender, Flights, Outcome, Slot};
+use flight::{Batch, Begun, FlightGuard, Flights, NewFlights, Outcome};
 use generation::Stamp;
 use local::Fetched;
 pub use local::Local;
@@ -57,14 +57,6 @@ pub enum Source {
     Hit { age: Duration },
     /// Asked Redis (or waited on a request to Redis already in flight).
     Miss,
-}
-
-/// The flights one lookup started and must launch.
-#[derive(Default)]
-struct NewFlights {
-    keys: Vec<Bytes>,
-    stamps: Vec<Stamp>,
-    senders: Vec<FlightSender>,
 }
 
 /// The read path shared by every front end. Reads go cache → single
@@ -100,10 +92,14 @@ impl Lookup {
     /// The value of `key`, from the cache if held, else from Redis.
     pub async fn get(self: &Arc<Self>, key: Bytes) -> Result<Found, Error> {
         loop {
+            if let Some(found) = self.local.cached(&key) {
+                return Ok(found);
+            }
             let mut new = NewFlights::default();
-            let slot = self.begin(key.clone(), &mut new);
+            let begun = self.begin_misses(std::iter::once(key.clone()), &mut new).pop();
+            let mine = new.batch();
             self.fly(new).await;
-            if let Some(found) = slot.wait().await {
+            if let Some(found) = answer(begun.expect("one key"), mine.as_ref()).await {
                 return found;
             }
         }
@@ -123,21 +119,17 @@ impl Lookup {
     /// `out` between runs makes a run of hits allocate nothing.
     pub async fn get_each_into(self: &Arc<Self>, keys: &[Bytes], out: &mut Vec<Result<Found, Error>>) {
         out.clear();
-        // The hits under one lock, then a flight for each miss.
+        // The hits under one lock, then the misses as one batch.
         if !self.local.cached_each(keys, out) {
             return;
         }
+        let missing: Vec<usize> = (0..keys.len()).filter(|&i| local::is_missing(&out[i])).collect();
         let mut new = NewFlights::default();
-        let waiting: Vec<(usize, Slot)> = keys
-            .iter()
-            .zip(out.iter())
-            .enumerate()
-            .filter(|(_, (_, found))| local::is_missing(found))
-            .map(|(i, (key, _))| (i, self.begin_miss(key.clone(), &mut new)))
-            .collect();
+        let begun = self.begin_misses(missing.iter().map(|&i| keys[i].clone()), &mut new);
+        let mine = new.batch();
         self.fly(new).await;
-        for (i, slot) in waiting {
-            out[i] = match slot.wait().await {
+        for (i, begun) in missing.into_iter().zip(begun) {
+            out[i] = match answer(begun, mine.as_ref()).await {
                 Some(found) => found,
                 None => self.get(keys[i].clone()).await,
             };
@@ -160,62 +152,39 @@ impl Lookup {
             .collect()
     }
 
-    /// A hit, a flight to join, or a new flight (added to `new`, for
-    /// [`Lookup::launch`] to start).
-    fn begin(&self, key: Bytes, new: &mut NewFlights) -> Slot {
-        match self.local.cached(&key) {
-            Some(found) => Slot::Ready(found),
-            None => self.begin_miss(key, new),
+    /// Keys just found missing: each joins a flight in progress or goes into
+    /// `new`, for [`Lookup::fly`] to fetch.
+    fn begin_misses(&self, keys: impl Iterator<Item = Bytes>, new: &mut NewFlights) -> Vec<Begun> {
+        // Stamped before anything is sent: whatever changes a key from here
+        // on keeps this read's answer out of the cache.
+        let stamped = keys.map(|key| {
+            let stamp = self.local.generations.stamp(&key);
+            (key, stamp)
+        });
+        let begun = self.flights.begin(stamped, new);
+        let joined = begun.iter().filter(|b| matches!(b, Begun::Joined(..))).count();
+        self.metrics.misses.inc_by(begun.len() as u64);
+        if joined > 0 {
+            self.metrics.singleflight_joins.inc_by(joined as u64);
         }
+        begun
     }
 
-    /// [`Lookup::begin`] for a key just found missing.
-    fn begin_miss(&self, key: Bytes, new: &mut NewFlights) -> Slot {
-        // Stamped before anything is sent: whatever changes the key from
-        // here on keeps this read's answer out of the cache.
-        let stamp = self.local.generations.stamp(&key);
-        match self
-            .flights
-            .join_or_start(&key, stamp, || self.local.cached(&key))
-        {
-            Begun::Found(found) => Slot::Ready(found),
-            Begun::Joined(flight) => {
-                self.metrics.singleflight_joins.inc();
-                self.metrics.misses.inc();
-                Slot::Waiting(flight)
-            }
-            Begun::Started(tx, rx) => {
-                self.metrics.misses.inc();
-                new.keys.push(key);
-                new.stamps.push(stamp);
-                new.senders.push(tx);
-                Slot::Waiting(rx)
-            }
-        }
-    }
-
-    /// Fetches the flights this lookup started and answers everyone
-    /// waiting on them. It runs in the lookup's own task: a task of its own
-    /// would cost a wake-up and a hand-over on every miss. If the lookup is
-    /// dropped meanwhile (its client hung up), the guard unregisters the
-    /// flights and their waiters ask again.
+    /// Fetches the keys this lookup must fetch, as one batch, and answers
+    /// everyone waiting on them. It runs in the lookup's own task: a task of
+    /// its own would cost a wake-up and a hand-over on every miss. If the
+    /// lookup is dropped meanwhile (its client hung up), the guard
+    /// unregisters the keys and their waiters ask again.
     async fn fly(&self, new: NewFlights) {
-        if new.keys.is_empty() {
+        let Some(batch) = new.batch() else {
             return;
-        }
-        let NewFlights {
-            keys,
-            stamps,
-            senders,
-        } = new;
-        let _guard = FlightGuard::new(&self.flights, &keys, &senders);
-        let mut outcomes = self.fetch(&keys, &stamps).await.into_iter();
-        for tx in &senders {
-            let outcome = outcomes
-                .next()
-                .unwrap_or_else(|| Err(Error::Reply("Redis sent fewer replies than keys".into())));
-            let _ = tx.send(Some(outcome));
-        }
+        };
+        let _guard = FlightGuard::new(&self.flights, &new.keys, &batch);
+        let mut outcomes = self.fetch(&new.keys, &new.stamps).await;
+        outcomes.resize_with(new.keys.len(), || {
+            Err(Error::Reply("Redis sent fewer replies than keys".into()))
+        });
+        batch.answer(outcomes);
     }
 
     /// One outcome per key: GET+PTTL for one key, MGET+PTTLs for several,
@@ -296,6 +265,19 @@ impl Lookup {
         })
         .await
     }
+}
+
+/// A missing key's answer: from this lookup's own batch, or from the one it
+/// joined; None if that one was abandoned.
+async fn answer(begun: Begun, mine: Option<&Arc<Batch>>) -> Option<Result<Found, Error>> {
+    let outcome = match begun {
+        Begun::Started(i) => mine.and_then(|batch| batch.outcome(i)),
+        Begun::Joined(batch, i) => batch.wait(i).await,
+    }?;
+    Some(outcome.map(|value| Found {
+        value,
+        source: Source::Miss,
+    }))
 }
 
 /// Runs `work` to completion in a task of its own, whether or not the
