@@ -122,13 +122,20 @@ def key(i):
     return b"key:%012d" % i  # what redis-benchmark's key:__rand_int__ becomes
 
 
+P50 = {}  # port -> p50 latencies (ms) seen at -c 1
+
+
 def redis_benchmark(port, clients, pipeline, n):
     out = subprocess.run(
         ["redis-benchmark", "-p", str(port), "-c", str(clients), "-P", str(pipeline), "-n", str(n),
          "-r", str(KEYS), "-t", "get", "-q"],
         capture_output=True, text=True, timeout=600,
     ).stdout
-    found = re.findall(r"([0-9.]+) requests per second", out.replace("\r", "\n"))
+    out = out.replace("\r", "\n")
+    found = re.findall(r"([0-9.]+) requests per second", out)
+    p50 = re.findall(r"requests per second, p50=([0-9.]+) msec", out)
+    if clients == 1 and p50:
+        P50.setdefault(port, []).append(float(p50[-1]))
     return float(found[-1]) if found else 0.0
 
 
@@ -275,9 +282,12 @@ def run_all():
 
     log(f"RSS with {RSS_KEYS:,} cached keys ...")
     rss = rss_row(redis_port)
+    names = {hits_resp: "hits: redis-proxy", redis_port: "hits: Redis direct",
+             misses_resp: "misses: redis-proxy", twem_port: "misses: twemproxy"}
     extra = {
         "cpu": {k: statistics.median(v) for k, v in cpu.items()},
         "rss": rss,
+        "p50": [(names[port], statistics.median(v)) for port, v in P50.items() if port in names],
     }
     return rows, extra
 
@@ -325,6 +335,10 @@ def write(rows, extra):
     for name, s, s_rps, r, r_rps, ratio, goal, median in rows:
         met = "yes" if median >= goal else "no"
         lines.append(f"| {name} | {s} | {s_rps} | {r} | {r_rps} | {ratio} | >= {goal:g}x | {met} |")
+    lat = extra["p50"]
+    if lat:
+        lines += ["", "p50 latency at -c 1 (median of the runs, ms; redis-benchmark's own figure): " + ", ".join(
+            f"{name} {value:.3f}" for name, value in lat)]
     cpu = extra["cpu"]
     rss = extra["rss"]
     lines += [

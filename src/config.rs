@@ -42,8 +42,8 @@ pub struct Config {
     )]
     pub cache_capacity: usize,
 
-    /// Optional bound on the sum of key+value bytes held (bytes, or with a
-    /// KiB/MiB/GiB suffix).
+    /// Optional bound on the memory entries take: key + value + 72 bytes of
+    /// overhead each (bytes, or with a KiB/MiB/GiB suffix).
     #[arg(long, env = "CACHE_MAX_BYTES", value_parser = parse_bytes)]
     pub cache_max_bytes: Option<u64>,
 
