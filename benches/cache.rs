@@ -2,11 +2,13 @@
 //! 1,000,000 entries, and a cache hit through `Lookup::get` (the code both
 //! front ends call). `make bench` runs these.
 //!
-//! Last run (2026-12-02, `cargo bench --bench cache`, 2 shared cores, the
-//! system allocator): store get hit, SipHash of the key included, 76 ns at
-//! 10,000 entries, 624 ns at 1,000,000 (three dependent cache misses:
-//! table, node, entry); insert with eviction 106 ns / 443 ns; a hit through
-//! `Lookup::get` 596 ns, of which the runtime's `block_on` is about a fifth.
+//! Last run (2026-12-02, `make bench` from a clean clone, 2 shared cores,
+//! the system allocator): store get hit, SipHash of the key included,
+//! 73 ns at 10,000 entries, 669 ns at 1,000,000 (three dependent cache
+//! misses: table, node, entry); insert with eviction 111 ns / 626 ns; a
+//! hit through `Lookup::get` 760 ns, of which the runtime's `block_on` is
+//! about a fifth. These machines are noisy: the same benches gave 76, 624,
+//! 106, 443 and 596 ns an hour earlier.
 
 use std::hint::black_box;
 use std::sync::Arc;

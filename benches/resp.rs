@@ -3,10 +3,10 @@
 //! lookup, encode, metrics) over an in-memory pipe, so the kernel's TCP
 //! stack is not in the figure.
 //!
-//! Last run (2026-12-02, `cargo bench --bench resp`, 2 shared cores):
-//! parse one GET 30 ns, 16 pipelined GETs 427 ns; encode 16 replies
-//! 534 ns; a hit through the front end 1.9 µs alone, 8.6 µs for a
-//! pipeline of 16 (0.54 µs a GET).
+//! Last run (2026-12-02, `make bench` from a clean clone, 2 shared cores):
+//! parse one GET 40 ns, 16 pipelined GETs 584 ns; encode 16 replies
+//! 547 ns; a hit through the front end 2.0 µs alone, 7.1 µs for a
+//! pipeline of 16 (0.44 µs a GET).
 
 mod common;
 
