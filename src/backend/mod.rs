@@ -194,25 +194,41 @@ impl Backend {
 
     /// `GET key` and `PTTL key` in one round trip. `Ok(None)`: no such key.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Fetched>, Error> {
+        self.get_each(&[key]).await?.pop().expect("one key")
+    }
+
+    /// `GET key` and `PTTL key` for each key, in one round trip: per key,
+    /// its value, `Ok(None)` for no such key, or `WrongType`.
+    async fn get_each(&self, keys: &[&[u8]]) -> Result<Vec<Result<Option<Fetched>, Error>>, Error> {
         let (replies, _) = self
             .read(|pipe| {
-                pipe.cmd("GET").arg(key).cmd("PTTL").arg(key);
+                for key in keys {
+                    pipe.cmd("GET").arg(*key).cmd("PTTL").arg(*key);
+                }
             })
             .await?;
-        let [value, pttl] = <[Value; 2]>::try_from(replies)
-            .map_err(|r| Error::Reply(format!("expected 2 replies to GET+PTTL, got {}", r.len()).into()))?;
-        let value = match value {
-            Value::Nil => return Ok(None),
-            Value::BulkString(v) => Bytes::from(v),
-            Value::ServerError(e) if e.code() == "WRONGTYPE" => {
-                return Err(Error::WrongType(server_error_text(&e)));
-            }
-            other => return Err(self.unexpected(other)),
-        };
-        Ok(Some(Fetched {
-            value,
-            pttl: pttl_of(pttl),
-        }))
+        if replies.len() != 2 * keys.len() {
+            let got = replies.len();
+            return Err(Error::Reply(
+                format!("expected {} replies to GET+PTTL, got {got}", 2 * keys.len()).into(),
+            ));
+        }
+        let mut replies = replies.into_iter();
+        let mut each = Vec::with_capacity(keys.len());
+        while let (Some(value), Some(pttl)) = (replies.next(), replies.next()) {
+            each.push(match value {
+                Value::Nil => Ok(None),
+                Value::BulkString(v) => Ok(Some(Fetched {
+                    value: Bytes::from(v),
+                    pttl: pttl_of(pttl),
+                })),
+                Value::ServerError(e) if e.code() == "WRONGTYPE" => {
+                    Err(Error::WrongType(server_error_text(&e)))
+                }
+                other => Err(self.unexpected(other)),
+            });
+        }
+        Ok(each)
     }
 
     /// `MGET keys…` and `PTTL key` for each, in one round trip. Per key:
@@ -242,10 +258,14 @@ impl Backend {
             None => return Err(self.unexpected(Value::Nil)),
         };
         let mut found = Vec::with_capacity(keys.len());
-        for ((value, pttl), key) in values.into_iter().zip(replies).zip(keys) {
+        let mut ambiguous = Vec::new();
+        for (i, (value, pttl)) in values.into_iter().zip(replies).enumerate() {
             found.push(match (value, pttl) {
                 (Value::Nil, Value::Int(-2)) => Ok(None),
-                (Value::Nil, Value::Int(_)) if !atomic => self.get(key).await,
+                (Value::Nil, Value::Int(_)) if !atomic => {
+                    ambiguous.push(i);
+                    Ok(None)
+                }
                 (Value::Nil, Value::Int(_)) => Err(Error::WrongType(
                     "WRONGTYPE Operation against a key holding the wrong kind of value".into(),
                 )),
@@ -256,6 +276,12 @@ impl Backend {
                 })),
                 (other, _) => Err(self.unexpected(other)),
             });
+        }
+        if !ambiguous.is_empty() {
+            let again: Vec<&[u8]> = ambiguous.iter().map(|&i| &keys[i][..]).collect();
+            for (i, answer) in ambiguous.into_iter().zip(self.get_each(&again).await?) {
+                found[i] = answer;
+            }
         }
         Ok(found)
     }

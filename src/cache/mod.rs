@@ -293,7 +293,7 @@ impl Store {
         }
         self.by_read.move_to_back(&mut self.nodes, i, by_read);
         let node = &self.nodes[i as usize];
-        let inserted = node.expires - node.ttl as u64;
+        let inserted = node.expires.saturating_sub(node.ttl as u64);
         Some(Hit {
             value: node.data.value(node.key_len),
             age: Duration::from_millis(now.saturating_sub(inserted)),
@@ -306,21 +306,26 @@ impl Store {
     /// larger than the byte bound) is not stored, and an older value of its
     /// key is dropped.
     pub fn insert(&mut self, entry: Entry, hash: u64, now: Instant, ttl: Duration) {
-        let ttl = ttl.min(self.bounds.ttl).as_millis() as u64;
+        let ttl = ttl.min(self.bounds.ttl);
         let size = entry.size();
         let fits = self.bounds.max_bytes.is_none_or(|max| size <= max);
-        if self.bounds.capacity == 0 || ttl == 0 || !fits {
+        if self.bounds.capacity == 0 || ttl.as_millis() == 0 || !fits {
             self.remove(entry.key(), hash);
             return;
         }
-        let now = self.millis(now);
+        // The expiry is `now + ttl` rounded down: never later than the
+        // caller asked, even for a `now` from before the store's origin.
+        let start = self.millis(now);
+        let expires = self.millis(now + ttl);
+        let now = start;
+        let ttl = expires - now;
         self.purge_expired(now);
         if let Some(i) = self.find(entry.key(), hash) {
             let node = &mut self.nodes[i as usize];
             self.bytes = self.bytes - node.size() + size;
             node.data = entry.data;
             node.key_len = entry.key_len;
-            node.expires = now + ttl;
+            node.expires = expires;
             node.ttl = ttl as u32;
             self.by_read.move_to_back(&mut self.nodes, i, by_read);
             self.by_insert.move_to_back(&mut self.nodes, i, by_insert);
@@ -331,7 +336,7 @@ impl Store {
             let node = Node {
                 data: entry.data,
                 key_len: entry.key_len,
-                expires: now + ttl,
+                expires,
                 ttl: ttl as u32,
                 by_read: Links::UNLINKED,
                 by_insert: Links::UNLINKED,

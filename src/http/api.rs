@@ -152,7 +152,9 @@ async fn get(app: &App, key: Bytes, raw_body: bool) -> (Response<Body>, Outcome)
         Ok(Found {
             value: Some(value), ..
         }) if raw_body => {
-            let mut r = Response::new(Full::new(value.clone()));
+            // A copy: the value may share a 64 KiB arena chunk, which a
+            // response queued to a slow reader must not keep alive.
+            let mut r = Response::new(Full::new(Bytes::copy_from_slice(value)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),

@@ -9,13 +9,15 @@
 //! read before it. A batch is registered and unregistered under one lock,
 //! and answered once, for all its keys.
 //!
-//! The fetch holds a [`FlightGuard`] that unregisters its keys however it
-//! ends, and only its own (a newer flight may have replaced one of them).
-//! If it ends without an answer (its client hung up and the fetch was
-//! dropped), the lookups that joined it ask again rather than fail.
+//! When a fetch ends its keys are unregistered ([`Flights::finish`]), and
+//! only its own (a newer flight may have replaced one of them). If it is
+//! dropped before answering (its client hung up), [`Flights::abandon`]
+//! keeps the keys registered when others joined them, for the fetch to be
+//! finished elsewhere, and otherwise unregisters them and marks the batch
+//! abandoned, so that anyone still waiting asks again.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -33,6 +35,8 @@ pub type Outcome = Result<Option<Bytes>, Error>;
 pub struct Batch {
     answer: OnceLock<Vec<Outcome>>,
     abandoned: AtomicBool,
+    /// Lookups that joined it (counted under the flights' lock).
+    joined: AtomicUsize,
     done: Notify,
 }
 
@@ -41,6 +45,7 @@ impl Batch {
         Batch {
             answer: OnceLock::new(),
             abandoned: AtomicBool::new(false),
+            joined: AtomicUsize::new(0),
             done: Notify::new(),
         }
     }
@@ -49,6 +54,10 @@ impl Batch {
     pub fn answer(&self, outcomes: Vec<Outcome>) {
         let _ = self.answer.set(outcomes);
         self.done.notify_waiters();
+    }
+
+    pub fn is_answered(&self) -> bool {
+        self.answer.get().is_some()
     }
 
     /// The outcome for key `index`, once answered.
@@ -129,6 +138,7 @@ impl Flights {
                 if let Some(f) = map.get(&key)
                     && f.stamp == stamp
                 {
+                    f.batch.joined.fetch_add(1, Ordering::Relaxed);
                     return Begun::Joined(f.batch.clone(), f.index);
                 }
                 let batch = new.batch.get_or_insert_with(|| Arc::new(Batch::new())).clone();
@@ -147,35 +157,37 @@ impl Flights {
     }
 }
 
-/// Unregisters a batch's keys when dropped, panics and cancellation
-/// included, so a key is never left joined to a flight that will not
-/// answer; marks the batch abandoned if it never answered.
-pub struct FlightGuard<'a> {
-    flights: &'a Flights,
-    keys: &'a [Bytes],
-    batch: &'a Arc<Batch>,
-}
-
-impl<'a> FlightGuard<'a> {
-    pub fn new(flights: &'a Flights, keys: &'a [Bytes], batch: &'a Arc<Batch>) -> Self {
-        FlightGuard { flights, keys, batch }
+impl Flights {
+    /// Unregisters `keys` where `batch` is still the flight fetching them.
+    pub fn finish(&self, keys: &[Bytes], batch: &Arc<Batch>) {
+        let mut map = self.map.lock();
+        for key in keys {
+            if map.get(key).is_some_and(|f| Arc::ptr_eq(&f.batch, batch)) {
+                map.remove(key);
+            }
+        }
     }
-}
 
-impl Drop for FlightGuard<'_> {
-    fn drop(&mut self) {
+    /// For a fetch dropped before it answered. If anyone joined it, its keys
+    /// stay registered and this returns true: the caller must finish the
+    /// fetch. Otherwise they are unregistered and the batch is marked
+    /// abandoned. Joining happens under the same lock, so no lookup can
+    /// join in between.
+    pub fn abandon(&self, keys: &[Bytes], batch: &Arc<Batch>) -> bool {
         {
-            let mut map = self.flights.map.lock();
-            for key in self.keys {
-                if map.get(key).is_some_and(|f| Arc::ptr_eq(&f.batch, self.batch)) {
+            let mut map = self.map.lock();
+            if batch.joined.load(Ordering::Relaxed) > 0 {
+                return true;
+            }
+            for key in keys {
+                if map.get(key).is_some_and(|f| Arc::ptr_eq(&f.batch, batch)) {
                     map.remove(key);
                 }
             }
         }
         // After unregistering: those who ask again must not find it.
-        if self.batch.answer.get().is_none() {
-            self.batch.abandon();
-        }
+        batch.abandon();
+        false
     }
 }
 
@@ -244,38 +256,50 @@ mod tests {
     }
 
     #[test]
-    fn the_guard_removes_only_its_own_flights() {
+    fn finishing_removes_only_its_own_flights() {
         let (g, flights, k) = (Generations::new(), Flights::default(), key("k"));
         let keys = [k.clone()];
         let mut old = NewFlights::default();
         begin(&flights, &k, g.stamp(&k), &mut old);
-        let old_batch = old.batch().unwrap();
-        let old_guard = FlightGuard::new(&flights, &keys, &old_batch);
         g.bump(&k);
         let mut new = NewFlights::default();
         begin(&flights, &k, g.stamp(&k), &mut new);
-        drop(old_guard);
+        flights.finish(&keys, &old.batch().unwrap());
         assert_eq!(flights.len(), 1, "the newer flight must stay registered");
         let Begun::Joined(..) = begin(&flights, &k, g.stamp(&k), &mut NewFlights::default()) else {
             panic!("the newer flight is still joinable");
         };
-        let new_batch = new.batch().unwrap();
-        drop(FlightGuard::new(&flights, &keys, &new_batch));
+        flights.finish(&keys, &new.batch().unwrap());
         assert_eq!(flights.len(), 0);
     }
 
     #[tokio::test]
-    async fn a_flight_abandoned_without_an_answer_says_so_rather_than_miss() {
+    async fn a_dropped_fetch_nobody_joined_is_abandoned() {
         let (g, flights, k) = (Generations::new(), Flights::default(), key("k"));
         let keys = [k.clone()];
         let mut new = NewFlights::default();
         begin(&flights, &k, g.stamp(&k), &mut new);
-        let Begun::Joined(batch, i) = begin(&flights, &k, g.stamp(&k), &mut NewFlights::default()) else {
+        let mine = new.batch().unwrap();
+        assert!(!flights.abandon(&keys, &mine), "nobody to finish it for");
+        assert_eq!(flights.len(), 0);
+        assert!(
+            mine.wait(0).await.is_none(),
+            "abandoned: neither a value nor a nil"
+        );
+    }
+
+    #[test]
+    fn a_dropped_fetch_someone_joined_stays_registered_to_be_finished() {
+        let (g, flights, k) = (Generations::new(), Flights::default(), key("k"));
+        let keys = [k.clone()];
+        let mut new = NewFlights::default();
+        begin(&flights, &k, g.stamp(&k), &mut new);
+        let Begun::Joined(..) = begin(&flights, &k, g.stamp(&k), &mut NewFlights::default()) else {
             panic!("expected to join");
         };
         let mine = new.batch().unwrap();
-        drop(FlightGuard::new(&flights, &keys, &mine));
-        assert!(batch.wait(i).await.is_none(), "neither a value nor a nil");
-        assert_eq!(flights.len(), 0);
+        assert!(flights.abandon(&keys, &mine), "the caller must finish it");
+        assert_eq!(flights.len(), 1);
+        assert!(!mine.abandoned.load(Ordering::Relaxed));
     }
 }

@@ -59,8 +59,9 @@ impl Local {
     /// A hit, counted; None on a miss.
     pub(super) fn cached(&self, key: &[u8]) -> Option<Found> {
         let hash = self.hash(key);
-        let now = Instant::now();
-        let found = self.with_store(|s| s.get(key, hash, now).map(found))?;
+        // The clock is read under the lock: an entry that expired while
+        // this thread waited for it is not served.
+        let found = self.with_store(|s| s.get(key, hash, Instant::now()).map(found))?;
         self.metrics.hits.inc();
         Some(found)
     }
@@ -82,9 +83,9 @@ impl Local {
         for (hash, key) in hashes.iter_mut().zip(keys) {
             *hash = self.hash(key);
         }
-        let now = Instant::now();
         let start = out.len();
         self.with_store(|s| {
+            let now = Instant::now();
             for (key, &hash) in keys.iter().zip(hashes.iter()) {
                 out.push(Ok(s.get(key, hash, now).map_or(MISSING, found)));
             }
@@ -131,13 +132,26 @@ impl Local {
         });
     }
 
-    /// After a write of `key`: its new value cached for `ttl` if given and
-    /// nothing changed the key since `stamp` (checked under the lock, as a
-    /// fetch's insert is), else the key dropped.
-    pub(super) fn written(&self, key: &Bytes, value: Bytes, stamp: Stamp, ttl: Option<Duration>) {
+    /// After a write of `key` sent at `sent`: its new value cached for `ttl`
+    /// (counted from `sent`) if given and nothing changed the key since
+    /// `stamp` (checked under the lock, as a fetch's insert is), else the
+    /// key dropped.
+    pub(super) fn written(
+        &self,
+        key: &Bytes,
+        value: &[u8],
+        stamp: Stamp,
+        ttl: Option<Duration>,
+        sent: Instant,
+    ) {
         let hash = self.hash(key);
-        let entry = ttl.and_then(|ttl| Some((Entry::new(key, value)?, ttl)));
         let now = Instant::now();
+        // A copy: the value may be a slice of a client's read buffer, which
+        // a cached entry must not keep alive.
+        let entry = ttl.and_then(|ttl| {
+            let entry = Entry::new(key, Bytes::copy_from_slice(value))?;
+            Some((entry, ttl.saturating_sub(now - sent)))
+        });
         self.with_store(|s| match entry {
             Some((entry, ttl)) if self.generations.is_current(key, stamp) => s.insert(entry, hash, now, ttl),
             _ => {

@@ -30,7 +30,7 @@ use bytes::Bytes;
 use crate::backend::{Backend, Written};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use flight::{Batch, Begun, FlightGuard, Flights, NewFlights, Outcome};
+use flight::{Batch, Begun, Flights, NewFlights, Outcome};
 use generation::Stamp;
 use local::Fetched;
 pub use local::Local;
@@ -173,18 +173,20 @@ impl Lookup {
     /// Fetches the keys this lookup must fetch, as one batch, and answers
     /// everyone waiting on them. It runs in the lookup's own task: a task of
     /// its own would cost a wake-up and a hand-over on every miss. If the
-    /// lookup is dropped meanwhile (its client hung up), the guard
-    /// unregisters the keys and their waiters ask again.
-    async fn fly(&self, new: NewFlights) {
+    /// lookup is dropped meanwhile (its client hung up), the [`Fetching`]
+    /// guard finishes the fetch in a task of its own when others are
+    /// waiting on it, and otherwise abandons it.
+    async fn fly(self: &Arc<Self>, new: NewFlights) {
         let Some(batch) = new.batch() else {
             return;
         };
-        let _guard = FlightGuard::new(&self.flights, &new.keys, &batch);
-        let mut outcomes = self.fetch(&new.keys, &new.stamps).await;
-        outcomes.resize_with(new.keys.len(), || {
-            Err(Error::Reply("Redis sent fewer replies than keys".into()))
-        });
-        batch.answer(outcomes);
+        let fetching = Fetching {
+            lookup: Arc::clone(self),
+            keys: new.keys,
+            stamps: new.stamps,
+            batch,
+        };
+        fetching.run().await;
     }
 
     /// One outcome per key: GET+PTTL for one key, MGET+PTTLs for several,
@@ -235,10 +237,10 @@ impl Lookup {
             _ => None,
         };
         pause_point!(self, "write_checked");
-        let ttl = ttl.map(|ttl| ttl.map_or(Duration::MAX, |t| t.saturating_sub(sent.elapsed())));
         // Checked again under the lock: an invalidation since `after` has
         // already done its remove.
-        self.local.written(&key, value, after, ttl);
+        let ttl = ttl.map(|ttl| ttl.unwrap_or(Duration::MAX));
+        self.local.written(&key, &value, after, ttl, sent);
         result.map(|_| ())
     }
 
@@ -264,6 +266,57 @@ impl Lookup {
             result
         })
         .await
+    }
+}
+
+/// A batch being fetched. Dropped before it answered, it hands the fetch
+/// to a task of its own if anyone joined it, so that a hot key whose
+/// clients keep hanging up (a Redis slower than their patience) is still
+/// fetched and cached once, instead of never.
+struct Fetching {
+    lookup: Arc<Lookup>,
+    keys: Vec<Bytes>,
+    stamps: Vec<Stamp>,
+    batch: Arc<Batch>,
+}
+
+impl Fetching {
+    async fn run(&self) {
+        let mut outcomes = self.lookup.fetch(&self.keys, &self.stamps).await;
+        outcomes.resize_with(self.keys.len(), || {
+            Err(Error::Reply("Redis sent fewer replies than keys".into()))
+        });
+        self.batch.answer(outcomes);
+    }
+}
+
+impl Drop for Fetching {
+    fn drop(&mut self) {
+        let flights = &self.lookup.flights;
+        if self.batch.is_answered() {
+            flights.finish(&self.keys, &self.batch);
+            return;
+        }
+        if !flights.abandon(&self.keys, &self.batch) {
+            return;
+        }
+        let rest = Fetching {
+            lookup: Arc::clone(&self.lookup),
+            keys: std::mem::take(&mut self.keys),
+            stamps: std::mem::take(&mut self.stamps),
+            batch: Arc::clone(&self.batch),
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move { rest.run().await });
+            }
+            // No runtime to finish it on (shutting down): give up.
+            Err(_) => {
+                flights.finish(&rest.keys, &rest.batch);
+                rest.batch
+                    .answer(vec![Err(Error::unavailable("shutting down")); rest.keys.len()]);
+            }
+        }
     }
 }
 

@@ -364,7 +364,7 @@ async fn ttl_mode_keeps_a_value_changed_in_redis_until_it_expires() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_that_joined_a_flight_whose_client_hung_up_asks_again() {
+async fn a_read_that_joined_a_flight_whose_client_hung_up_still_gets_its_answer() {
     let h = harness(Invalidation::Tracking, Duration::from_secs(5)).await;
     h.direct(&["SET", "k", "v"]);
     let gate = h.lookup.pauses.arm("fetched");
@@ -376,12 +376,55 @@ async fn a_read_that_joined_a_flight_whose_client_hung_up_asks_again() {
         h.metrics.singleflight_joins.get() == 1
     })
     .await;
-    // Its client hangs up: the fetch is dropped before it answers.
+    // Its client hangs up: its task is dropped before it answers.
     leader.abort();
     assert!(leader.await.unwrap_err().is_cancelled());
-    // The read that joined it neither fails nor reads a nil: it asks again.
+    // The read that joined it neither fails nor reads a nil.
     let found = tokio::time::timeout(DEADLINE, joiner)
         .await
         .expect("the joiner waited forever");
     assert_eq!(value_of(found.unwrap()), Some(b("v")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_whose_clients_all_hang_up_still_caches_its_value() {
+    // A Redis slower than its clients' patience: every client gives up,
+    // yet the key must end up cached, or every request keeps reaching Redis.
+    let h = harness(Invalidation::Tracking, Duration::from_secs(5)).await;
+    h.direct(&["SET", "k", "v"]);
+    let first = h.lookup.pauses.arm("fetched");
+    let leader = h.spawn_get("k");
+    first.arrived().await;
+    let joiner = h.spawn_get("k");
+    h.until("the second read to join", || {
+        h.metrics.singleflight_joins.get() == 1
+    })
+    .await;
+    let second = h.lookup.pauses.arm("fetched");
+    leader.abort();
+    // The fetch goes on without its client: it reaches the pause again.
+    second.arrived().await;
+    joiner.abort();
+    second.release();
+    h.until("the value to be cached", || h.lookup.local.cached(b"k").is_some())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_set_through_the_proxy_is_cached_as_a_copy_not_a_slice_of_the_request() {
+    let h = harness(Invalidation::Tracking, Duration::from_secs(5)).await;
+    // As a RESP SET's value is: a slice of the connection's read buffer.
+    let buffer = Bytes::from(vec![b'x'; 1 << 20]);
+    let value = buffer.slice(100..100 + crate::cache::INLINE_MAX + 1);
+    h.lookup.set(b("k"), value.clone()).await.unwrap();
+    let cached = h
+        .lookup
+        .local
+        .cached(b"k")
+        .expect("fresh in the cache")
+        .value
+        .unwrap();
+    assert_eq!(cached, value);
+    let inside = buffer.as_ptr_range().contains(&cached.as_ptr());
+    assert!(!inside, "the cached value keeps the whole read buffer alive");
 }

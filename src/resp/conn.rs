@@ -131,6 +131,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Moves up to MAX_BATCH complete commands from the input to `pending`.
     /// A command's arguments are slices of the read buffer, not copies.
     fn take_commands(&mut self) {
+        // One huge MGET's argument list is not kept for the connection's life.
+        if self.ranges.capacity() > 4096 {
+            self.ranges = Vec::new();
+        }
         while self.pending.len() < MAX_BATCH {
             match parse_frame(&self.input, &mut self.ranges) {
                 // An empty line or array is no command: Redis answers nothing.

@@ -68,7 +68,7 @@ pub fn hello(app: &App, session: &mut Session, args: &[Bytes]) -> Answer {
             authed = true;
             rest = &rest[3..];
         } else if opt.eq_ignore_ascii_case(b"SETNAME") && rest.len() >= 2 {
-            name = Some(rest[1].clone());
+            name = Some(Bytes::copy_from_slice(&rest[1]));
             rest = &rest[2..];
         } else {
             let message = format!("Syntax error in HELLO option '{}'", printable(opt));
@@ -112,7 +112,7 @@ pub fn client(session: &mut Session, args: &[Bytes]) -> Answer {
                     "Client names cannot contain spaces, newlines or special characters.",
                 ));
             }
-            session.name = (!args[1].is_empty()).then(|| args[1].clone());
+            session.name = (!args[1].is_empty()).then(|| Bytes::copy_from_slice(&args[1]));
             ok(Reply::ok())
         }
         1 if is("GETNAME") => ok(session.name.clone().map_or(Reply::Null, Reply::Bulk)),

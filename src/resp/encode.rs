@@ -42,6 +42,10 @@ impl Output {
     pub fn clear(&mut self) {
         self.buf.clear();
         self.chunks.clear();
+        // A huge MGET's list of chunks is not kept for the connection's life.
+        if self.chunks.capacity() > 1024 {
+            self.chunks = Vec::new();
+        }
         self.chunked = 0;
     }
 
@@ -81,8 +85,11 @@ impl Output {
         }
         let (mut first, mut skip) = (0, 0);
         while first < self.chunks.len() {
+            // At most what one system call takes (IOV_MAX), so a long list
+            // written slowly is not rebuilt whole on every call.
             let slices: Vec<IoSlice<'_>> = std::iter::once(&self.chunks[first][skip..])
                 .chain(self.chunks[first + 1..].iter().map(|c| &c[..]))
+                .take(1024)
                 .map(IoSlice::new)
                 .collect();
             let mut n = w.write_vectored(&slices).await?;
