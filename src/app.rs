@@ -11,7 +11,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::backend::Backend;
-use crate::cache::Store;
+use crate::cache::{Bounds, Store};
 use crate::config::Config;
 use crate::error::Error;
 use crate::lookup::{Found, Local, Lookup, Source};
@@ -40,7 +40,12 @@ impl App {
     /// backend's supervisor connects; see [`crate::server::run`]). An error
     /// is a bad `--redis-url`.
     pub fn build(config: &Config) -> Result<Arc<App>, String> {
-        let store = Store::new(config.cache_capacity, config.cache_max_bytes, config.cache_ttl);
+        let store = Store::with_bounds(Bounds {
+            capacity: config.cache_capacity,
+            max_bytes: Some(config.cache_max_bytes),
+            max_value: usize::try_from(config.cache_max_value_bytes).unwrap_or(usize::MAX),
+            ttl: config.cache_ttl,
+        });
         Self::build_with(config, store)
     }
 

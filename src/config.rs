@@ -42,10 +42,14 @@ pub struct Config {
     )]
     pub cache_capacity: usize,
 
-    /// Optional bound on the memory entries take: key + value + 72 bytes of
-    /// overhead each (bytes, or with a KiB/MiB/GiB suffix).
-    #[arg(long, env = "CACHE_MAX_BYTES", value_parser = parse_bytes)]
-    pub cache_max_bytes: Option<u64>,
+    /// Bound on the memory entries take: key + value + 72 bytes of overhead
+    /// each (bytes, or with a KiB/MiB/GiB suffix).
+    #[arg(long, env = "CACHE_MAX_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
+    pub cache_max_bytes: u64,
+
+    /// Larger values are served but not cached (bytes, or with a suffix).
+    #[arg(long, env = "CACHE_MAX_VALUE_BYTES", default_value = "1MiB", value_parser = parse_bytes)]
+    pub cache_max_value_bytes: u64,
 
     /// Client connections held at once, all front ends together.
     #[arg(long, env = "MAX_CLIENTS", default_value_t = 10_000, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]

@@ -175,3 +175,16 @@ fn a_write_to_one_key_does_not_stop_a_miss_on_another_from_being_cached() {
     assert_eq!(write.read_response(false).unwrap().status, 200);
     assert_eq!(proxy.get("/get/k1").cache(), "HIT");
 }
+
+#[test]
+fn a_value_over_cache_max_value_bytes_is_served_but_not_cached() {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start_ready(&redis, &["--cache-max-value-bytes", "1KiB"]);
+    redis.set("small", "x".repeat(1024));
+    redis.set("big", "x".repeat(1025));
+    for (key, second) in [("small", "HIT"), ("big", "MISS")] {
+        let r = proxy.get(&format!("/get/{key}"));
+        assert_eq!((r.status, r.cache()), (200, "MISS"), "{key}");
+        assert_eq!(proxy.get(&format!("/get/{key}")).cache(), second, "{key}");
+    }
+}

@@ -137,6 +137,11 @@ fn bad_values_exit_2_with_one_line_naming_the_flag() {
         (&["--cache-ttl", "soon"], &[], "--cache-ttl"),
         (&["--cache-capacity", "-1"], &[], "--cache-capacity"),
         (&["--cache-max-bytes", "12 parsecs"], &[], "--cache-max-bytes"),
+        (
+            &["--cache-max-value-bytes", "lots"],
+            &[],
+            "--cache-max-value-bytes",
+        ),
         (&["--max-clients", "0"], &[], "--max-clients"),
         (&["--max-clients", "-5"], &[], "--max-clients"),
         (&["--max-parallel", "zero"], &[], "--max-parallel"),

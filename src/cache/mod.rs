@@ -110,6 +110,10 @@ impl Entry {
     fn size(&self) -> u64 {
         self.data.size(self.key_len)
     }
+
+    fn value_len(&self) -> usize {
+        (self.size() - self.key_len as u64 - ENTRY_OVERHEAD) as usize
+    }
 }
 
 impl Data {
@@ -175,12 +179,14 @@ fn by_insert(n: &mut Node) -> &mut Links {
     &mut n.by_insert
 }
 
-/// What bounds a store: its key capacity, its byte bound and its global
-/// expiry. A flush makes a fresh store with the same bounds.
+/// What bounds a store: its key capacity, its byte bound, the largest
+/// value it keeps and its global expiry. A flush makes a fresh store with
+/// the same bounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bounds {
     pub capacity: usize,
     pub max_bytes: Option<u64>,
+    pub max_value: usize,
     pub ttl: Duration,
 }
 
@@ -205,6 +211,7 @@ impl Store {
         let bounds = Bounds {
             capacity,
             max_bytes,
+            max_value: usize::MAX,
             ttl,
         };
         Self::with_hasher(bounds, RandomState::new())
@@ -303,12 +310,13 @@ impl Store {
     /// Inserts or replaces the entry's key, expiring at `now + min(ttl,
     /// global ttl)`. The entry becomes the most recently read and the newest
     /// insertion. An entry that could never fit (zero capacity, zero ttl,
-    /// larger than the byte bound) is not stored, and an older value of its
-    /// key is dropped.
+    /// larger than the byte bound, a value over the largest kept) is not
+    /// stored, and an older value of its key is dropped.
     pub fn insert(&mut self, entry: Entry, hash: u64, now: Instant, ttl: Duration) {
         let ttl = ttl.min(self.bounds.ttl);
         let size = entry.size();
-        let fits = self.bounds.max_bytes.is_none_or(|max| size <= max);
+        let fits =
+            self.bounds.max_bytes.is_none_or(|max| size <= max) && entry.value_len() <= self.bounds.max_value;
         if self.bounds.capacity == 0 || ttl.as_millis() == 0 || !fits {
             self.remove(entry.key(), hash);
             return;

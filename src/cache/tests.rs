@@ -363,3 +363,24 @@ fn large_values_are_shared_not_copied() {
     assert_eq!(s.get(b"small", hash, t0).unwrap().value, Value::Inline(b"v"));
     assert_eq!(s.bytes(), entry_size(b"big", &big) + entry_size(b"small", b"v"));
 }
+
+#[test]
+fn a_value_over_the_largest_kept_is_not_stored_and_drops_the_old_one() {
+    let t0 = Instant::now();
+    let bounds = Bounds {
+        capacity: 4,
+        max_bytes: None,
+        max_value: 10,
+        ttl: TTL,
+    };
+    let mut s = Store::with_bounds(bounds);
+    put(&mut s, b("k"), b("0123456789"), t0, TTL);
+    assert_eq!(
+        get(&mut s, "k", t0),
+        Some(b("0123456789")),
+        "exactly the largest fits"
+    );
+    put(&mut s, b("k"), b("0123456789!"), t0, TTL);
+    assert_eq!(get(&mut s, "k", t0), None, "neither the new value nor the old");
+    assert!(s.is_empty());
+}
