@@ -4,7 +4,7 @@
 //! never each other.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
@@ -33,7 +33,14 @@ pub struct App {
     pub shutdown_timeout: Duration,
     pub started: Instant,
     next_client_id: AtomicU64,
+    /// Bytes of unanswered input all RESP connections hold together, and
+    /// the most they may (see [`App::input_over_budget`]).
+    input_held: AtomicUsize,
+    input_budget: AtomicUsize,
 }
+
+/// The default for all connections' unanswered input together.
+pub const INPUT_BUDGET: usize = 1 << 30;
 
 impl App {
     /// Everything the configuration describes, not connected yet (the
@@ -75,6 +82,8 @@ impl App {
             shutdown_timeout: config.shutdown_timeout,
             started: Instant::now(),
             next_client_id: AtomicU64::new(0),
+            input_held: AtomicUsize::new(0),
+            input_budget: AtomicUsize::new(INPUT_BUDGET),
         }))
     }
 
@@ -95,6 +104,29 @@ impl App {
                 permit.expect("the semaphore is never closed")
             }
         }
+    }
+
+    /// A connection now holds `now` bytes of unanswered input where it held
+    /// `before`; true if all connections together hold more than the
+    /// budget, and this one is among the large (over 1 MiB): the one to
+    /// close, rather than the many small clients.
+    pub fn input_over_budget(&self, before: usize, now: usize) -> bool {
+        let held = if now >= before {
+            self.input_held.fetch_add(now - before, Ordering::Relaxed) + (now - before)
+        } else {
+            self.input_held.fetch_sub(before - now, Ordering::Relaxed) - (before - now)
+        };
+        now > (1 << 20) && held > self.input_budget.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of unanswered input all connections hold now.
+    pub fn input_held(&self) -> usize {
+        self.input_held.load(Ordering::Relaxed)
+    }
+
+    /// Sets the budget for all connections' unanswered input (a test's).
+    pub fn set_input_budget(&self, bytes: usize) {
+        self.input_budget.store(bytes, Ordering::Relaxed);
     }
 
     /// Whether clients must authenticate (`--client-password`).

@@ -621,3 +621,59 @@ fn pipelined_gets_of_a_list_answer_wrongtype_and_mget_answers_nil() {
     assert_eq!(c.read_exact(expected.len()), expected);
     c.expect(&cmd(&[b"MGET", b"list", b"k"]), b"*2\r\n$-1\r\n$1\r\nv\r\n");
 }
+
+#[test]
+fn before_auth_a_large_frame_is_a_protocol_error_and_after_it_is_not() {
+    let (_redis, proxy) = setup(&["--client-password", "s3cret", "--allow-writes"]);
+    let eleven: Vec<&[u8]> = std::iter::once(&b"MGET"[..]).chain([&b"k"[..]; 10]).collect();
+    let mut c = Resp::connect(proxy.resp);
+    c.expect(
+        &cmd(&eleven),
+        b"-ERR Protocol error: unauthenticated multibulk length\r\n",
+    );
+    assert!(c.is_closed());
+    let big = vec![b'x'; 16 * 1024 + 1];
+    let mut c = Resp::connect(proxy.resp);
+    c.expect(
+        &cmd(&[b"SET", b"k", &big]),
+        b"-ERR Protocol error: unauthenticated bulk length\r\n",
+    );
+    assert!(c.is_closed());
+    // An AUTH pipelined with a large command: the command is judged after
+    // the AUTH has run, as Redis does.
+    let mut c = Resp::connect(proxy.resp);
+    let mut both = cmd(&[b"AUTH", b"s3cret"]);
+    both.extend(cmd(&[b"SET", b"big", &big]));
+    c.send(&both);
+    assert_eq!(c.read_exact(10), b"+OK\r\n+OK\r\n");
+    c.expect(
+        &cmd(&eleven),
+        b"*10\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n",
+    );
+}
+
+#[test]
+fn a_query_buffer_over_64_mib_closes_that_connection_only() {
+    let (redis, proxy) = setup(&[]);
+    redis.set("k", "v");
+    let mut c = Resp::connect(proxy.resp);
+    // A bulk the protocol allows (under 512 MiB) that never completes.
+    c.send(format!("*2\r\n$3\r\nGET\r\n${}\r\n", 100 << 20).as_bytes());
+    let chunk = vec![b'x'; 1 << 20];
+    let mut sent = 0;
+    while sent < 70 {
+        if c.stream.write_all(&chunk).is_err() {
+            break; // closed by the proxy
+        }
+        sent += 1;
+    }
+    let mut reply = Vec::new();
+    let _ = c.stream.read_to_end(&mut reply);
+    assert!(
+        String::from_utf8_lossy(&reply).starts_with("-ERR Protocol error: query buffer over 64 MiB"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    let mut other = Resp::connect(proxy.resp);
+    other.expect(&cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
+}

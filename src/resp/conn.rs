@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::command::Command;
 use super::encode::{Output, Proto, Reply, encode};
-use super::parse::{Frame, parse_frame};
+use super::parse::{Frame, Limits, Progress, parse_frame};
 use super::{Answer, Session, Then, data, execute};
 use crate::app::App;
 use crate::error::Error;
@@ -23,7 +23,7 @@ use crate::metrics::Outcome;
 
 /// Unanswered input a client may have buffered, as Redis's
 /// client-query-buffer-limit: beyond it the connection is closed.
-const MAX_INPUT: usize = 1024 * 1024 * 1024;
+pub const MAX_INPUT: usize = 64 * 1024 * 1024;
 
 /// Output written before answering more, so that a client pipelining
 /// requests for large values without reading cannot grow it without bound.
@@ -48,8 +48,12 @@ struct Conn<S> {
     pending: VecDeque<Result<Command, Error>>,
     /// A protocol error found after the pending commands.
     broken: Option<String>,
-    /// Where the arguments of the command being parsed are (reused).
+    /// Where the arguments of the command being parsed are (reused), and
+    /// how far parsing it got.
     ranges: Vec<std::ops::Range<usize>>,
+    progress: Progress,
+    /// The input counted in the app's total so far.
+    input_counted: usize,
     /// A run of pipelined GETs and their answers (reused).
     run_keys: Vec<Bytes>,
     run_found: Vec<Result<Found, Error>>,
@@ -68,6 +72,8 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(app: Arc<App>, stream: S, 
         pending: VecDeque::new(),
         broken: None,
         ranges: Vec::new(),
+        progress: Progress::default(),
+        input_counted: 0,
         run_keys: Vec::new(),
         run_found: Vec::new(),
     };
@@ -94,6 +100,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     Ok(_) => {}
                 },
             }
+            if self.count_input() {
+                let reply = Reply::error("ERR Protocol error: the proxy holds too much unanswered input");
+                encode(&reply, self.session.proto, &mut self.output);
+                let _ = self.output.write_to(&mut self.stream).await;
+                return;
+            }
         }
     }
 
@@ -108,6 +120,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         loop {
             if self.pending.is_empty() && self.broken.is_none() {
                 self.take_commands();
+                self.count_input();
             }
             if self.pending.is_empty() {
                 if let Some(e) = self.broken.take() {
@@ -128,15 +141,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
+    /// Brings the app's count of unanswered input up to date with this
+    /// connection's; true if this connection must go (see
+    /// [`App::input_over_budget`]).
+    fn count_input(&mut self) -> bool {
+        let now = self.input.len();
+        let over = self.app.input_over_budget(self.input_counted, now);
+        self.input_counted = now;
+        over
+    }
+
     /// Moves up to MAX_BATCH complete commands from the input to `pending`.
     /// A command's arguments are slices of the read buffer, not copies.
     fn take_commands(&mut self) {
         // One huge MGET's argument list is not kept for the connection's life.
-        if self.ranges.capacity() > 4096 {
+        if self.ranges.capacity() > 4096 && self.ranges.is_empty() {
             self.ranges = Vec::new();
         }
-        while self.pending.len() < MAX_BATCH {
-            match parse_frame(&self.input, &mut self.ranges) {
+        // Before AUTH, one command at a time: pipelined after an AUTH, a
+        // command is judged by the limits that hold once the AUTH has run.
+        let (batch, limits) = if self.session.authed {
+            (MAX_BATCH, Limits::AUTHENTICATED)
+        } else {
+            (1, Limits::UNAUTHENTICATED)
+        };
+        while self.pending.len() < batch {
+            match parse_frame(&self.input, &mut self.ranges, &mut self.progress, limits) {
                 // An empty line or array is no command: Redis answers nothing.
                 Ok(Some(Frame::Array { len })) => {
                     let frame = self.input.split_to(len).freeze();
@@ -152,7 +182,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 Ok(None) => {
                     if self.input.len() > MAX_INPUT {
-                        self.broken = Some("query buffer over 1 GiB".to_string());
+                        self.broken = Some("query buffer over 64 MiB".to_string());
                     }
                     return;
                 }
@@ -235,5 +265,11 @@ impl Session {
             authed: !app.requires_password(),
             name: None,
         }
+    }
+}
+
+impl<S> Drop for Conn<S> {
+    fn drop(&mut self) {
+        self.app.input_over_budget(self.input_counted, 0);
     }
 }

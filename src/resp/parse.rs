@@ -3,8 +3,14 @@
 //!
 //! Accepts what Redis accepts from clients: arrays of bulk strings
 //! (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`) and inline commands (`GET k\r\n`, with
-//! Redis's quoting rules). Bounds: a bulk string over 512 MiB, an array over
-//! 1M elements or an inline line over 64 KiB is a protocol error.
+//! Redis's quoting rules). Bounds ([`Limits`]): a bulk string over 512 MiB,
+//! an array over 1M elements or an inline line over 64 KiB is a protocol
+//! error; before AUTH, a bulk over 16 KiB or more than 10 arguments is (as
+//! Redis has it since CVE-2021-32675).
+//!
+//! A frame that is not all here yet is not re-read from its start on the
+//! next call: [`Progress`] keeps where parsing got to, so a frame trickled
+//! in a byte at a time costs linear time, not quadratic.
 
 use std::ops::Range;
 
@@ -13,6 +19,50 @@ use bytes::Bytes;
 pub const MAX_BULK: usize = 512 * 1024 * 1024;
 pub const MAX_ARRAY: usize = 1024 * 1024;
 pub const MAX_INLINE: usize = 64 * 1024;
+
+/// What a client may send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_args: usize,
+    pub max_bulk: usize,
+    authenticated: bool,
+}
+
+impl Limits {
+    pub const AUTHENTICATED: Limits = Limits {
+        max_args: MAX_ARRAY,
+        max_bulk: MAX_BULK,
+        authenticated: true,
+    };
+
+    /// Before AUTH (when a password is set), as Redis since CVE-2021-32675.
+    pub const UNAUTHENTICATED: Limits = Limits {
+        max_args: 10,
+        max_bulk: 16 * 1024,
+        authenticated: false,
+    };
+}
+
+/// How far parsing a frame that is not all here yet got, so the next call
+/// goes on from there. Start each connection with `Progress::default()`.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Arguments still to come in the array being parsed; None until its
+    /// header is parsed.
+    remaining: Option<usize>,
+    /// Where the next argument starts, or how far an inline line has been
+    /// searched for its end.
+    at: usize,
+    /// Bytes examined over all calls: what the tests check is linear.
+    pub examined: usize,
+}
+
+impl Progress {
+    fn done(&mut self) {
+        self.remaining = None;
+        self.at = 0;
+    }
+}
 
 /// One command: its name and arguments, as the client sent them (copied;
 /// see [`parse`]).
@@ -42,26 +92,39 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ParseError> {
     Err(ParseError(msg.into()))
 }
 
-/// Finds one command at the front of `buf`. For an array, `ranges` (cleared
-/// first) receives where its arguments are.
+/// Finds one command at the front of `buf`. For an array, `ranges`
+/// receives where its arguments are.
 ///
-/// `Ok(None)`: not a whole command yet; read more. An empty array or an
-/// empty inline line is a command with no arguments, which the caller
-/// skips (Redis sends nothing back for them).
-pub fn parse_frame(buf: &[u8], ranges: &mut Vec<Range<usize>>) -> Result<Option<Frame>, ParseError> {
-    ranges.clear();
-    match buf.first() {
-        None => Ok(None),
-        Some(b'*') => parse_array(buf, ranges),
-        Some(_) => parse_inline(buf),
+/// `Ok(None)`: not a whole command yet; read more, and call again with the
+/// same `ranges` and `progress` and the buffer grown (not consumed). An
+/// empty array or an empty inline line is a command with no arguments,
+/// which the caller skips (Redis sends nothing back for them).
+pub fn parse_frame(
+    buf: &[u8],
+    ranges: &mut Vec<Range<usize>>,
+    progress: &mut Progress,
+    limits: Limits,
+) -> Result<Option<Frame>, ParseError> {
+    if progress.remaining.is_none() && progress.at == 0 {
+        ranges.clear();
     }
+    let found = match buf.first() {
+        None => Ok(None),
+        Some(b'*') => parse_array(buf, ranges, progress, limits),
+        Some(_) => parse_inline(buf, progress),
+    };
+    if !matches!(found, Ok(None)) {
+        progress.done();
+    }
+    found
 }
 
 /// [`parse_frame`], with the arguments copied out: `Ok(Some((request,
 /// n)))` is a command taken from the first `n` bytes.
 pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, ParseError> {
     let mut ranges = Vec::new();
-    Ok(parse_frame(buf, &mut ranges)?.map(|frame| match frame {
+    let frame = parse_frame(buf, &mut ranges, &mut Progress::default(), Limits::AUTHENTICATED)?;
+    Ok(frame.map(|frame| match frame {
         Frame::Array { len } => {
             let args = ranges
                 .iter()
@@ -73,9 +136,14 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, ParseError> {
     }))
 }
 
-/// The line starting at `at`, without its `\r\n`, and where the next starts.
-fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
-    let rel = buf.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+/// The line starting at `at`, without its `\r\n`, and where the next
+/// starts. Only short lines (lengths) are searched for: see
+/// [`guard_unterminated`].
+fn line<'a>(buf: &'a [u8], at: usize, examined: &mut usize) -> Option<(&'a [u8], usize)> {
+    let rest = buf.get(at..)?;
+    let found = rest.windows(2).position(|w| w == b"\r\n");
+    *examined += found.map_or(rest.len(), |rel| rel + 2);
+    let rel = found?;
     Some((&buf[at..at + rel], at + rel + 2))
 }
 
@@ -88,44 +156,66 @@ fn number(digits: &[u8], what: &str) -> Result<i64, ParseError> {
     }
 }
 
-fn parse_array(buf: &[u8], ranges: &mut Vec<Range<usize>>) -> Result<Option<Frame>, ParseError> {
-    let Some((header, first)) = line(buf, 1) else {
-        return guard_unterminated(buf, 1, "multibulk");
-    };
-    let count = number(header, "multibulk")?;
-    if count > MAX_ARRAY as i64 {
-        return err("invalid multibulk length");
+fn parse_array(
+    buf: &[u8],
+    ranges: &mut Vec<Range<usize>>,
+    progress: &mut Progress,
+    limits: Limits,
+) -> Result<Option<Frame>, ParseError> {
+    if progress.remaining.is_none() {
+        let Some((header, first)) = line(buf, 1, &mut progress.examined) else {
+            return guard_unterminated(buf, 1, "multibulk");
+        };
+        let count = number(header, "multibulk")?;
+        if count > limits.max_args as i64 {
+            return err(if limits.authenticated {
+                "invalid multibulk length"
+            } else {
+                "unauthenticated multibulk length"
+            });
+        }
+        progress.remaining = Some(count.max(0) as usize);
+        progress.at = first;
     }
-    let mut at = first;
-    for _ in 0..count.max(0) {
-        match bulk(buf, at)? {
+    while let Some(remaining @ 1..) = progress.remaining {
+        match bulk(buf, progress.at, limits, &mut progress.examined)? {
             Some((range, next)) => {
                 ranges.push(range);
-                at = next;
+                progress.at = next;
+                progress.remaining = Some(remaining - 1);
             }
-            None => {
-                ranges.clear();
-                return Ok(None);
-            }
+            None => return Ok(None),
         }
     }
-    Ok(Some(Frame::Array { len: at }))
+    Ok(Some(Frame::Array { len: progress.at }))
 }
 
 /// The bulk string at `at`: where its bytes are and where the next thing
-/// starts, or None if it is not all here yet.
-fn bulk(buf: &[u8], at: usize) -> Result<Option<(std::ops::Range<usize>, usize)>, ParseError> {
+/// starts, or None if it is not all here yet. Costs its length line, not
+/// its length: the bytes themselves are not looked at until they are all
+/// here.
+fn bulk(
+    buf: &[u8],
+    at: usize,
+    limits: Limits,
+    examined: &mut usize,
+) -> Result<Option<(Range<usize>, usize)>, ParseError> {
+    *examined += 1;
     match buf.get(at) {
         None => return Ok(None),
         Some(b'$') => {}
         Some(&c) => return err(format!("expected '$', got '{}'", c as char)),
     }
-    let Some((digits, start)) = line(buf, at + 1) else {
+    let Some((digits, start)) = line(buf, at + 1, examined) else {
         return guard_unterminated::<()>(buf, at + 1, "bulk").map(|_| None);
     };
     let len = number(digits, "bulk")?;
-    if len < 0 || len > MAX_BULK as i64 {
-        return err("invalid bulk length");
+    if len < 0 || len > limits.max_bulk as i64 {
+        return err(if limits.authenticated {
+            "invalid bulk length"
+        } else {
+            "unauthenticated bulk length"
+        });
     }
     let end = start + len as usize;
     if buf.len() < end + 2 {
@@ -147,11 +237,16 @@ fn guard_unterminated<T>(buf: &[u8], from: usize, what: &str) -> Result<Option<T
     }
 }
 
-fn parse_inline(buf: &[u8]) -> Result<Option<Frame>, ParseError> {
-    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+fn parse_inline(buf: &[u8], progress: &mut Progress) -> Result<Option<Frame>, ParseError> {
+    let from = progress.at.min(buf.len());
+    let found = buf[from..].iter().position(|&b| b == b'\n');
+    progress.examined += found.map_or(buf.len() - from, |n| n + 1);
+    let Some(nl) = found.map(|n| from + n) else {
         if buf.len() > MAX_INLINE {
             return err("too big inline request");
         }
+        // Next time, search only what arrives after this.
+        progress.at = buf.len();
         return Ok(None);
     };
     if nl > MAX_INLINE {
@@ -287,6 +382,76 @@ mod tests {
         let (r, n) = parse(buf).unwrap().unwrap();
         assert_eq!(n, buf.len());
         assert_eq!(r.args[2], &b"v\r\nvv"[..]);
+    }
+
+    #[test]
+    fn a_frame_trickled_in_small_pieces_costs_linear_work() {
+        let n = 100_000;
+        let mut frame = format!("*{}\r\n$4\r\nMGET\r\n", n + 1).into_bytes();
+        for i in 0..n {
+            let key = format!("key:{i}");
+            frame.extend_from_slice(format!("${}\r\n{key}\r\n", key.len()).as_bytes());
+        }
+        let (mut ranges, mut progress) = (Vec::new(), Progress::default());
+        let mut found = None;
+        for end in (16..=frame.len()).step_by(16).chain([frame.len()]) {
+            found = parse_frame(&frame[..end], &mut ranges, &mut progress, Limits::AUTHENTICATED).unwrap();
+            // Checked as it goes, so a parser that re-reads fails at once
+            // rather than after hours.
+            assert!(
+                progress.examined < 4 * frame.len(),
+                "quadratic: {} bytes",
+                progress.examined
+            );
+            if found.is_some() {
+                break;
+            }
+        }
+        assert_eq!(found, Some(Frame::Array { len: frame.len() }));
+        assert_eq!(ranges.len(), n + 1);
+        assert_eq!(&frame[ranges[n].clone()], format!("key:{}", n - 1).as_bytes());
+        // Re-reading the frame from its start on each of the ~100,000 calls
+        // would examine thousands of times its length.
+        assert!(
+            progress.examined < 4 * frame.len(),
+            "examined {} bytes of a {}-byte frame",
+            progress.examined,
+            frame.len()
+        );
+    }
+
+    #[test]
+    fn before_auth_at_most_10_arguments_and_16_kib_a_bulk() {
+        let unauth = |buf: &[u8]| {
+            parse_frame(
+                buf,
+                &mut Vec::new(),
+                &mut Progress::default(),
+                Limits::UNAUTHENTICATED,
+            )
+            .map_err(|e| e.0)
+            .map(|f| f.is_some())
+        };
+        let array = |n: usize| {
+            let mut out = format!("*{n}\r\n").into_bytes();
+            for _ in 0..n {
+                out.extend_from_slice(b"$1\r\nx\r\n");
+            }
+            out
+        };
+        assert_eq!(unauth(&array(10)), Ok(true));
+        assert_eq!(unauth(&array(11)), Err("unauthenticated multibulk length".into()));
+        let bulk = |n: usize| format!("*1\r\n${n}\r\n{}\r\n", "x".repeat(n)).into_bytes();
+        assert_eq!(unauth(&bulk(16 * 1024)), Ok(true));
+        assert_eq!(
+            unauth(&bulk(16 * 1024 + 1)),
+            Err("unauthenticated bulk length".into())
+        );
+        assert_eq!(
+            parse(&bulk(16 * 1024 + 1)).map(|r| r.is_some()),
+            Ok(true),
+            "after AUTH it is fine"
+        );
     }
 
     #[test]
