@@ -31,6 +31,10 @@ pub struct App {
     client_password: Option<String>,
     pub max_clients: usize,
     pub shutdown_timeout: Duration,
+    /// `--client-idle-timeout`; None: never.
+    pub idle_timeout: Option<Duration>,
+    /// `--client-output-limit`.
+    pub output_limit: usize,
     pub started: Instant,
     next_client_id: AtomicU64,
     /// Bytes of unanswered input all RESP connections hold together, and
@@ -41,6 +45,12 @@ pub struct App {
 
 /// The default for all connections' unanswered input together.
 pub const INPUT_BUDGET: usize = 1 << 30;
+
+/// How long a client has to authenticate (with `--client-password`).
+pub const AUTH_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long a client's replies may take to drain before it is dropped.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(30);
 
 impl App {
     /// Everything the configuration describes, not connected yet (the
@@ -80,6 +90,8 @@ impl App {
             client_password: config.client_password.clone(),
             max_clients: config.max_clients as usize,
             shutdown_timeout: config.shutdown_timeout,
+            idle_timeout: (!config.client_idle_timeout.is_zero()).then_some(config.client_idle_timeout),
+            output_limit: usize::try_from(config.client_output_limit).unwrap_or(usize::MAX),
             started: Instant::now(),
             next_client_id: AtomicU64::new(0),
             input_held: AtomicUsize::new(0),

@@ -55,6 +55,16 @@ pub struct Config {
     #[arg(long, env = "MAX_CLIENTS", default_value_t = 10_000, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_clients: u32,
 
+    /// An idle RESP connection, or an HTTP keep-alive one waiting for its
+    /// next request (or for its headers), is closed after this; 0 = never.
+    #[arg(long, env = "CLIENT_IDLE_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
+    pub client_idle_timeout: Duration,
+
+    /// A client whose unread replies pass this (bytes, or with a suffix), or
+    /// do not drain for 30 s, is disconnected.
+    #[arg(long, env = "CLIENT_OUTPUT_LIMIT", default_value = "64MiB", value_parser = parse_bytes)]
+    pub client_output_limit: u64,
+
     /// Requests worked on at once, including their wait on Redis; 1 = one
     /// at a time, in arrival order.
     #[arg(long, env = "MAX_PARALLEL", default_value_t = 1024, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]

@@ -23,10 +23,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::App;
+use crate::app::{App, WRITE_DEADLINE};
 use crate::config::{Config, Listen};
 use crate::http::Body;
 use crate::metrics::FrontendLabels;
@@ -266,15 +267,23 @@ where
         };
         let conn_app = app.clone();
         let service = service_fn(move |req| handler(conn_app.clone(), req));
+        // A client that stops reading its responses holds a write forever;
+        // after WRITE_DEADLINE the write fails and hyper closes it.
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(WRITE_DEADLINE));
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .keep_alive(true)
+            // Armed while hyper waits for a request's head, the idle wait
+            // between keep-alive requests included: so it is the idle
+            // timeout, and also bounds a head sent slowly.
+            .header_read_timeout(app.idle_timeout)
             // Not pipeline_flush: with it, hyper 1.12 drops the automatic
             // 400/414/431 it writes for a request it cannot parse, and the
             // client sees the connection close with no answer. Pipelined
             // requests are still answered in order, one write each.
             .pipeline_flush(false)
-            .serve_connection(TokioIo::new(stream), service);
+            .serve_connection(TokioIo::new(Box::pin(stream)), service);
         let conn = graceful.watch(conn);
         let open = open.clone();
         open.inc();

@@ -251,3 +251,12 @@ fn pipelined_requests_are_answered_in_order() {
         assert_eq!(r.json()["value"], format!("v{i}"));
     }
 }
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let (_redis, proxy) = setup(&["--client-idle-timeout", "1s"]);
+    let mut c = common::HttpConn::connect(proxy.http).unwrap();
+    assert_eq!(c.request("GET", b"/get/k", &[]).unwrap().status, 404);
+    // wait_for's deadline (15 s) is far beyond the idle timeout.
+    common::wait_for("the idle connection to be closed", || c.is_closed().then_some(()));
+}

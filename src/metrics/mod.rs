@@ -104,6 +104,46 @@ impl FlushReason {
     }
 }
 
+/// Why the proxy closed a client, for
+/// `redis_proxy_clients_disconnected_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disconnect {
+    /// Nothing arrived for `--client-idle-timeout`.
+    Idle,
+    /// No AUTH within 10 s of connecting (with `--client-password`).
+    AuthTimeout,
+    /// Its replies did not drain for 30 s.
+    WriteTimeout,
+    /// Its unread replies passed `--client-output-limit`.
+    OutputLimit,
+    /// It held more unanswered input than the proxy allows.
+    InputLimit,
+    /// It sent a malformed frame.
+    ProtocolError,
+}
+
+impl Disconnect {
+    pub const ALL: [Disconnect; 6] = [
+        Disconnect::Idle,
+        Disconnect::AuthTimeout,
+        Disconnect::WriteTimeout,
+        Disconnect::OutputLimit,
+        Disconnect::InputLimit,
+        Disconnect::ProtocolError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disconnect::Idle => "idle",
+            Disconnect::AuthTimeout => "auth_timeout",
+            Disconnect::WriteTimeout => "write_timeout",
+            Disconnect::OutputLimit => "output_limit",
+            Disconnect::InputLimit => "input_limit",
+            Disconnect::ProtocolError => "protocol_error",
+        }
+    }
+}
+
 /// One front end's request metrics, resolved once so that recording a
 /// request is a few atomic adds, not a labelled lookup or a lock.
 pub struct FrontendMetrics {
@@ -149,6 +189,7 @@ pub struct Metrics {
     pub bytes: Gauge,
     pub invalidations: Counter,
     pub cache_flushes: Family<ReasonLabels, Counter>,
+    pub clients_disconnected: Family<ReasonLabels, Counter>,
     pub tracking: Gauge,
     registry: Registry,
 }
@@ -179,15 +220,21 @@ impl Metrics {
             bytes: Gauge::default(),
             invalidations: Counter::default(),
             cache_flushes: Family::default(),
+            clients_disconnected: Family::default(),
             tracking: Gauge::default(),
             registry: Registry::with_prefix("redis_proxy"),
         };
         m.register_front_ends();
         m.register_cache();
         m.register_backend();
-        // Every reason shows, at 0, before its first flush.
+        // Every reason shows, at 0, before its first use.
         for reason in FlushReason::ALL {
             drop(m.cache_flushes.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            }));
+        }
+        for reason in Disconnect::ALL {
+            drop(m.clients_disconnected.get_or_create(&ReasonLabels {
                 reason: reason.as_str(),
             }));
         }
@@ -219,6 +266,12 @@ impl Metrics {
             "connections_rejected",
             "Connections refused over --max-clients",
             rejected,
+        );
+        let disconnected = self.clients_disconnected.clone();
+        r.register(
+            "clients_disconnected",
+            "Clients the proxy closed, by reason",
+            disconnected,
         );
     }
 
@@ -322,6 +375,15 @@ impl Metrics {
                     .get()
             })
             .sum()
+    }
+
+    /// The proxy closed a client for `reason`.
+    pub fn disconnected(&self, reason: Disconnect) {
+        self.clients_disconnected
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
     pub fn backend_error(&self, kind: &'static str) {

@@ -16,10 +16,10 @@ use super::command::Command;
 use super::encode::{Output, Proto, Reply, encode};
 use super::parse::{Frame, Limits, Progress, parse_frame};
 use super::{Answer, Session, Then, data, execute};
-use crate::app::App;
+use crate::app::{AUTH_DEADLINE, App, WRITE_DEADLINE};
 use crate::error::Error;
-use crate::lookup::Found;
-use crate::metrics::Outcome;
+use crate::lookup::{Found, Source};
+use crate::metrics::{Disconnect, Outcome};
 
 /// Unanswered input a client may have buffered, as Redis's
 /// client-query-buffer-limit: beyond it the connection is closed.
@@ -54,9 +54,13 @@ struct Conn<S> {
     progress: Progress,
     /// The input counted in the app's total so far.
     input_counted: usize,
+    /// Whether the last answer was to a malformed frame.
+    closed_for_protocol_error: bool,
     /// A run of pipelined GETs and their answers (reused).
     run_keys: Vec<Bytes>,
     run_found: Vec<Result<Found, Error>>,
+    /// The first answer of `run_found` not yet encoded.
+    run_next: usize,
 }
 
 /// Serves one client until QUIT, EOF, a protocol error or shutdown. Any
@@ -74,37 +78,64 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(app: Arc<App>, stream: S, 
         ranges: Vec::new(),
         progress: Progress::default(),
         input_counted: 0,
+        closed_for_protocol_error: false,
         run_keys: Vec::new(),
         run_found: Vec::new(),
+        run_next: 0,
     };
     conn.run(shutdown).await;
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn run(&mut self, shutdown: CancellationToken) {
+        if let Some(reason) = self.serve(shutdown).await {
+            self.app.metrics.disconnected(reason);
+        }
+    }
+
+    /// Serves until the client goes, the server shuts down (None), or the
+    /// client must be closed (Some: why). The deadlines: `--client-idle-timeout`
+    /// between reads, 10 s to authenticate, 30 s for replies to drain, and
+    /// `--client-output-limit` on the replies waiting to be written.
+    async fn serve(&mut self, shutdown: CancellationToken) -> Option<Disconnect> {
+        let auth_by = tokio::time::Instant::now() + AUTH_DEADLINE;
         loop {
             let then = self.answer_buffered().await;
-            if !self.output.is_empty() && self.output.write_to(&mut self.stream).await.is_err() {
-                return;
+            if self.output.len() > self.app.output_limit {
+                return Some(Disconnect::OutputLimit);
+            }
+            if !self.output.is_empty() {
+                match tokio::time::timeout(WRITE_DEADLINE, self.output.write_to(&mut self.stream)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return None,
+                    Err(_) => return Some(Disconnect::WriteTimeout),
+                }
             }
             match then {
-                Then::Close => return,
+                Then::Close if self.closed_for_protocol_error => return Some(Disconnect::ProtocolError),
+                Then::Close => return None,
                 Then::Flush => continue,
                 Then::Continue => {}
             }
+            let idle = self.app.idle_timeout;
+            let authed = self.session.authed;
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return None,
                 read = self.stream.read_buf(&mut self.input) => match read {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => return None,
                     Ok(_) => {}
                 },
+                _ = tokio::time::sleep_until(auth_by), if !authed => return Some(Disconnect::AuthTimeout),
+                _ = tokio::time::sleep(idle.unwrap_or_default()), if idle.is_some() => {
+                    return Some(Disconnect::Idle);
+                }
             }
             if self.count_input() {
                 let reply = Reply::error("ERR Protocol error: the proxy holds too much unanswered input");
                 encode(&reply, self.session.proto, &mut self.output);
-                let _ = self.output.write_to(&mut self.stream).await;
-                return;
+                let _ = tokio::time::timeout(WRITE_DEADLINE, self.output.write_to(&mut self.stream)).await;
+                return Some(Disconnect::InputLimit);
             }
         }
     }
@@ -122,8 +153,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.take_commands();
                 self.count_input();
             }
-            if self.pending.is_empty() {
+            if self.pending.is_empty() && self.run_next == self.run_found.len() {
                 if let Some(e) = self.broken.take() {
+                    self.closed_for_protocol_error = true;
                     let reply = Reply::error(format!("ERR Protocol error: {e}"));
                     encode(&reply, self.session.proto, &mut self.output);
                     app.resp_metrics.record(Outcome::ClientError, Instant::now());
@@ -198,6 +230,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// is full. A run of pipelined GETs is looked up together, so their
     /// misses cost one Redis round trip (an MGET), not one each.
     async fn answer_pending(&mut self) -> Then {
+        // What is left of a run of GETs answered before the last flush.
+        if self.encode_run(Instant::now()) == Then::Flush {
+            return Then::Flush;
+        }
         while let Some(command) = self.pending.pop_front() {
             let start = Instant::now();
             match command {
@@ -205,16 +241,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     self.take_get_run(key);
                     let lookup = &self.app.lookup;
                     lookup.get_each_into(&self.run_keys, &mut self.run_found).await;
-                    // Answered together: one clock read and one metrics
-                    // update for the run.
-                    let mut outcomes = [0u64; Outcome::ALL.len()];
-                    for found in self.run_found.drain(..) {
-                        let (reply, outcome, _) = data::get_answer(found);
-                        encode(&reply, self.session.proto, &mut self.output);
-                        outcomes[outcome as usize] += 1;
-                    }
                     self.run_keys.clear();
-                    self.app.resp_metrics.record_run(&outcomes, start.elapsed());
+                    self.run_next = 0;
+                    if self.encode_run(start) == Then::Flush {
+                        return Then::Flush;
+                    }
                 }
                 command => {
                     let answer = match command {
@@ -231,6 +262,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         }
         Then::Continue
+    }
+
+    /// Encodes the answers of a run of GETs until the output is full
+    /// (`Flush`: the rest wait in `run_found` for the next call), checking
+    /// the output's size after each reply rather than after the run: a run
+    /// of large values must not be encoded all at once. Counted with one
+    /// metrics update.
+    fn encode_run(&mut self, start: Instant) -> Then {
+        let mut outcomes = [0u64; Outcome::ALL.len()];
+        let mut then = Then::Continue;
+        while let Some(found) = self.run_found.get_mut(self.run_next) {
+            let taken = Found {
+                value: None,
+                source: Source::Miss,
+            };
+            let found = std::mem::replace(found, Ok(taken));
+            self.run_next += 1;
+            let (reply, outcome, _) = data::get_answer(found);
+            encode(&reply, self.session.proto, &mut self.output);
+            outcomes[outcome as usize] += 1;
+            if self.output.len() >= FLUSH_AT {
+                then = Then::Flush;
+                break;
+            }
+        }
+        if self.run_next == self.run_found.len() {
+            self.run_found.clear();
+            self.run_next = 0;
+        }
+        if outcomes.iter().any(|&n| n > 0) {
+            self.app.resp_metrics.record_run(&outcomes, start.elapsed());
+        }
+        then
     }
 
     fn next_is_get(&self) -> bool {
