@@ -677,3 +677,64 @@ fn a_query_buffer_over_64_mib_closes_that_connection_only() {
     let mut other = Resp::connect(proxy.resp);
     other.expect(&cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
 }
+
+#[test]
+fn an_mget_of_2500_keys_is_three_redis_mgets_of_at_most_1000() {
+    let (redis, proxy) = setup(&[]);
+    let mut c = redis.conn();
+    // Every third key is absent.
+    for i in (0..2500).filter(|i| i % 3 != 0) {
+        redis::cmd("SET")
+            .arg(format!("m{i}"))
+            .arg(i)
+            .exec(&mut c)
+            .unwrap();
+    }
+    redis.cmd(&["CONFIG", "RESETSTAT"]);
+    let keys: Vec<Vec<u8>> = (0..2500).map(|i| format!("m{i}").into_bytes()).collect();
+    let mut args: Vec<&[u8]> = vec![b"MGET"];
+    args.extend(keys.iter().map(Vec::as_slice));
+    let mut expected = b"*2500\r\n".to_vec();
+    for i in 0..2500 {
+        if i % 3 == 0 {
+            expected.extend_from_slice(b"$-1\r\n");
+        } else {
+            expected.extend_from_slice(format!("${}\r\n{i}\r\n", i.to_string().len()).as_bytes());
+        }
+    }
+    let mut r = Resp::connect(proxy.resp);
+    r.expect(&cmd(&args), &expected);
+    assert_eq!(redis.calls("mget"), 3);
+    assert_eq!(redis.calls("get"), 0);
+    // The values are cached now; only the 834 absent keys (misses are not
+    // cached) go to Redis again, in one MGET.
+    r.expect(&cmd(&args), &expected);
+    assert_eq!(redis.calls("mget"), 4);
+}
+
+#[test]
+fn a_large_mget_reply_is_written_as_the_client_reads_it_not_built_whole() {
+    // 24 values of 1 MiB: 24 MiB of reply against a 4 MiB output limit.
+    // Built whole, it would pass the limit and close the connection; written
+    // a piece at a time as the client reads, it never holds more than a
+    // little of it.
+    let (redis, proxy) = setup(&["--client-output-limit", "4MiB"]);
+    let value = "y".repeat(1 << 20);
+    redis.set("big", &value);
+    let mut args: Vec<&[u8]> = vec![b"MGET"];
+    args.extend(std::iter::repeat_n(&b"big"[..], 24));
+    let mut c = Resp::connect(proxy.resp);
+    c.send(&cmd(&args));
+    assert_eq!(c.read_exact(6), b"*24\r\n$");
+    let one = format!("1048576\r\n{value}\r\n").into_bytes();
+    assert!(c.read_exact(one.len()) == one);
+    let one = format!("$1048576\r\n{value}\r\n").into_bytes();
+    for _ in 1..24 {
+        assert!(c.read_exact(one.len()) == one);
+    }
+    c.expect(&cmd(&[b"PING"]), b"+PONG\r\n");
+    assert_eq!(
+        proxy.metric("redis_proxy_clients_disconnected_total{reason=\"output_limit\"}"),
+        0.0
+    );
+}

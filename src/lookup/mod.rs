@@ -35,6 +35,9 @@ use generation::Stamp;
 use local::Fetched;
 pub use local::Local;
 
+/// Most keys in one MGET sent to Redis.
+pub const MGET_CHUNK: usize = 1000;
+
 /// Stops at a named point when a test armed it; nothing outside tests.
 macro_rules! pause_point {
     ($lookup:expr, $point:literal) => {
@@ -189,17 +192,25 @@ impl Lookup {
         fetching.run().await;
     }
 
-    /// One outcome per key: GET+PTTL for one key, MGET+PTTLs for several,
-    /// one round trip either way. Values are inserted unless something
+    /// One outcome per key: GET+PTTL for one key, MGET+PTTLs for several
+    /// (one round trip for each [`MGET_CHUNK`] of them). Values are inserted unless something
     /// changed their key since it was stamped.
     async fn fetch(&self, keys: &[Bytes], stamps: &[Stamp]) -> Vec<Outcome> {
         let sent = Instant::now();
         let fetched: Vec<Fetched> = match keys {
             [key] => vec![self.backend.get(key).await],
-            _ => match self.backend.get_many(keys).await {
-                Ok(each) => each,
-                Err(e) => vec![Err(e); keys.len()],
-            },
+            _ => {
+                // In chunks: one MGET of a million keys would hold Redis,
+                // and everyone else's requests, for as long as it takes.
+                let mut fetched = Vec::with_capacity(keys.len());
+                for chunk in keys.chunks(MGET_CHUNK) {
+                    match self.backend.get_many(chunk).await {
+                        Ok(each) => fetched.extend(each),
+                        Err(e) => fetched.extend(std::iter::repeat_n(Err(e), chunk.len())),
+                    }
+                }
+                fetched
+            }
         };
         pause_point!(self, "fetched");
         self.local.insert_fetched(keys, stamps, &fetched, sent);

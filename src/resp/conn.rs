@@ -13,12 +13,12 @@ use tokio::sync::SemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::command::Command;
-use super::encode::{Output, Proto, Reply, encode};
+use super::encode::{Output, Proto, Reply, array_header, encode};
 use super::parse::{Frame, Limits, Progress, parse_frame};
 use super::{Answer, Session, Then, data, execute};
 use crate::app::{AUTH_DEADLINE, App, WRITE_DEADLINE};
 use crate::error::Error;
-use crate::lookup::{Found, Source};
+use crate::lookup::Found;
 use crate::metrics::{Disconnect, Outcome};
 
 /// Unanswered input a client may have buffered, as Redis's
@@ -59,8 +59,8 @@ struct Conn<S> {
     /// A run of pipelined GETs and their answers (reused).
     run_keys: Vec<Bytes>,
     run_found: Vec<Result<Found, Error>>,
-    /// The first answer of `run_found` not yet encoded.
-    run_next: usize,
+    /// Replies computed and not encoded yet (reused).
+    queued: VecDeque<Reply>,
 }
 
 /// Serves one client until QUIT, EOF, a protocol error or shutdown. Any
@@ -81,7 +81,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(app: Arc<App>, stream: S, 
         closed_for_protocol_error: false,
         run_keys: Vec::new(),
         run_found: Vec::new(),
-        run_next: 0,
+        queued: VecDeque::new(),
     };
     conn.run(shutdown).await;
 }
@@ -153,7 +153,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.take_commands();
                 self.count_input();
             }
-            if self.pending.is_empty() && self.run_next == self.run_found.len() {
+            if self.pending.is_empty() && self.queued.is_empty() {
                 if let Some(e) = self.broken.take() {
                     self.closed_for_protocol_error = true;
                     let reply = Reply::error(format!("ERR Protocol error: {e}"));
@@ -230,8 +230,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// is full. A run of pipelined GETs is looked up together, so their
     /// misses cost one Redis round trip (an MGET), not one each.
     async fn answer_pending(&mut self) -> Then {
-        // What is left of a run of GETs answered before the last flush.
-        if self.encode_run(Instant::now()) == Then::Flush {
+        // What is left of a long answer from before the last flush.
+        if self.drain_queued() == Then::Flush {
             return Then::Flush;
         }
         while let Some(command) = self.pending.pop_front() {
@@ -242,9 +242,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     let lookup = &self.app.lookup;
                     lookup.get_each_into(&self.run_keys, &mut self.run_found).await;
                     self.run_keys.clear();
-                    self.run_next = 0;
-                    if self.encode_run(start) == Then::Flush {
-                        return Then::Flush;
+                    // Answered together: one clock read and one metrics
+                    // update for the run.
+                    let mut outcomes = [0u64; Outcome::ALL.len()];
+                    for found in self.run_found.drain(..) {
+                        let (reply, outcome, _) = data::get_answer(found);
+                        outcomes[outcome as usize] += 1;
+                        self.queued.push_back(reply);
+                    }
+                    self.app.resp_metrics.record_run(&outcomes, start.elapsed());
+                }
+                Ok(Command::Mget(keys)) if self.session.authed => {
+                    match data::mget_each(&self.app, &keys).await {
+                        Ok((values, outcome)) => {
+                            array_header(values.len(), &mut self.output);
+                            self.queued.extend(values);
+                            self.app.resp_metrics.record(outcome, start);
+                        }
+                        Err(answer) => {
+                            self.reply(answer, start);
+                        }
                     }
                 }
                 command => {
@@ -257,44 +274,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     }
                 }
             }
-            if self.output.len() >= FLUSH_AT {
+            if self.drain_queued() == Then::Flush || self.output.len() >= FLUSH_AT {
                 return Then::Flush;
             }
         }
         Then::Continue
     }
 
-    /// Encodes the answers of a run of GETs until the output is full
-    /// (`Flush`: the rest wait in `run_found` for the next call), checking
-    /// the output's size after each reply rather than after the run: a run
-    /// of large values must not be encoded all at once. Counted with one
-    /// metrics update.
-    fn encode_run(&mut self, start: Instant) -> Then {
-        let mut outcomes = [0u64; Outcome::ALL.len()];
-        let mut then = Then::Continue;
-        while let Some(found) = self.run_found.get_mut(self.run_next) {
-            let taken = Found {
-                value: None,
-                source: Source::Miss,
-            };
-            let found = std::mem::replace(found, Ok(taken));
-            self.run_next += 1;
-            let (reply, outcome, _) = data::get_answer(found);
+    /// Encodes queued replies (a run of GETs' answers, an MGET's values)
+    /// until the output is full (`Flush`: the rest wait for the next call),
+    /// checking the output's size after each reply rather than after the
+    /// command: a long answer is written a piece at a time, as the client
+    /// reads it, not built whole.
+    fn drain_queued(&mut self) -> Then {
+        while let Some(reply) = self.queued.pop_front() {
             encode(&reply, self.session.proto, &mut self.output);
-            outcomes[outcome as usize] += 1;
             if self.output.len() >= FLUSH_AT {
-                then = Then::Flush;
-                break;
+                return Then::Flush;
             }
         }
-        if self.run_next == self.run_found.len() {
-            self.run_found.clear();
-            self.run_next = 0;
-        }
-        if outcomes.iter().any(|&n| n > 0) {
-            self.app.resp_metrics.record_run(&outcomes, start.elapsed());
-        }
-        then
+        Then::Continue
     }
 
     fn next_is_get(&self) -> bool {

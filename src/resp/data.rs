@@ -8,6 +8,7 @@ use super::{Answer, Then, ok, refused};
 use crate::app::{self, App};
 use crate::error::Error;
 use crate::lookup::Found;
+use crate::metrics::Outcome;
 
 pub async fn get(app: &App, key: Bytes) -> Answer {
     get_answer(app.lookup.get(key).await)
@@ -23,7 +24,10 @@ pub fn get_answer(found: Result<Found, Error>) -> Answer {
     }
 }
 
-pub async fn mget(app: &App, keys: &[Bytes]) -> Answer {
+/// MGET's values, one reply each, and how it ended; or the error that
+/// answers it instead. The caller writes them as an array, a piece at a
+/// time.
+pub async fn mget_each(app: &App, keys: &[Bytes]) -> Result<(Vec<Reply>, Outcome), Answer> {
     let found = app.lookup.get_many(keys).await;
     let outcome = app::outcome_of_many(&found);
     match found {
@@ -32,9 +36,9 @@ pub async fn mget(app: &App, keys: &[Bytes]) -> Answer {
                 .into_iter()
                 .map(|f| f.value.map_or(Reply::Null, Reply::Bulk))
                 .collect();
-            (Reply::Array(values), outcome, Then::Continue)
+            Ok((values, outcome))
         }
-        Err(e) => refused(&e),
+        Err(e) => Err(refused(&e)),
     }
 }
 

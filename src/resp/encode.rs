@@ -198,6 +198,11 @@ pub fn encode(reply: &Reply, proto: Proto, out: &mut Output) {
     }
 }
 
+/// The start of an array of `len` replies, encoded one by one after it.
+pub fn array_header(len: usize, out: &mut Output) {
+    header(out, b'*', len);
+}
+
 fn header(out: &mut Output, kind: u8, len: usize) {
     out.put_u8(kind);
     out.put_slice(itoa::Buffer::new().format(len).as_bytes());

@@ -66,7 +66,10 @@ async fn execute(app: &App, session: &mut Session, command: Command) -> Answer {
     }
     match command {
         Command::Get(key) => data::get(app, key).await,
-        Command::Mget(keys) => data::mget(app, &keys).await,
+        Command::Mget(keys) => match data::mget_each(app, &keys).await {
+            Ok((values, outcome)) => (Reply::Array(values), outcome, Then::Continue),
+            Err(answer) => answer,
+        },
         Command::Set(args) => data::set(app, args).await,
         Command::Del(args) => data::del(app, args).await,
         Command::Ping(message) => connection::ping(message),
