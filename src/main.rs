@@ -10,6 +10,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let config = Config::from_env_or_exit();
     redis_proxy::telemetry::init(config.log_format);
+    // Before anything opens a socket: a proxy that accepts clients it has no
+    // file descriptors for fails them at random, so it does not start.
+    match redis_proxy::server::fit_open_files(config.max_clients) {
+        Ok(open_files) => tracing::debug!(open_files, "RLIMIT_NOFILE"),
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.threads())
         .enable_all()

@@ -6,13 +6,21 @@
 //! client connection (HTTP or RESP) takes a permit from one semaphore
 //! shared by the client front ends (`--max-clients`) and holds it until it
 //! closes; with none left, the connection is told so (503 / `-ERR max
-//! number of clients reached`) and closed. On shutdown the accept loops
+//! number of clients reached`) and closed. The admin port has its own
+//! small limit, [`ADMIN_MAX_CLIENTS`]. A rejected connection is closed by
+//! its accept loop, not a task of its own (see [`Rejected`]), so a flood of
+//! them costs a bounded amount. [`fit_open_files`] makes sure the process
+//! may open the sockets `--max-clients` promises. On shutdown the accept loops
 //! stop, open connections finish what they are working on and close, and
 //! after `--shutdown-timeout` whatever is left is dropped.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -31,6 +39,48 @@ use crate::app::{App, WRITE_DEADLINE};
 use crate::config::{Config, Listen};
 use crate::http::Body;
 use crate::metrics::FrontendLabels;
+
+/// Admin connections held at once: enough for scrapers and health checks.
+pub const ADMIN_MAX_CLIENTS: usize = 16;
+
+/// Rejected connections each accept loop holds open at once while the
+/// client reads why; past this, one is closed as soon as it is told.
+const REJECTS_LINGERING: usize = 32;
+
+/// Open files beyond `--max-clients`: admin connections, rejected ones
+/// being closed, Redis connections, listeners and the process's own.
+pub const OPEN_FILES_HEADROOM: u64 = 256;
+
+/// Raises the soft `RLIMIT_NOFILE` to what `max_clients` connections need
+/// (the most the proxy may hold at once plus [`OPEN_FILES_HEADROOM`]),
+/// returning the limit now in force. An error, when the hard limit is too
+/// low, is one line saying what to set.
+pub fn fit_open_files(max_clients: u32) -> Result<u64, String> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let need = u64::from(max_clients) + OPEN_FILES_HEADROOM;
+    let limit = getrlimit(Resource::Nofile);
+    let soft = limit.current.unwrap_or(u64::MAX);
+    if soft >= need {
+        return Ok(soft);
+    }
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    let too_low = || {
+        format!(
+            "--max-clients {max_clients} needs {need} open files but the limit is {soft} \
+             (hard limit {hard}): raise it (ulimit -n {need}, or LimitNOFILE={need} \
+             under systemd) or lower --max-clients"
+        )
+    };
+    if hard < need {
+        return Err(too_low());
+    }
+    let raised = rustix::process::Rlimit {
+        current: Some(need),
+        maximum: limit.maximum,
+    };
+    setrlimit(Resource::Nofile, raised).map_err(|_| too_low())?;
+    Ok(need)
+}
 
 /// The bound sockets; `None` where a front end is `off`.
 pub struct Listeners {
@@ -95,7 +145,7 @@ fn serve(app: &Arc<App>, listeners: Listeners, stop: &CancellationToken) -> Serv
     let clients = Arc::new(Semaphore::new(app.max_clients));
     let mut hyper_loops = Vec::new();
     if let Some(l) = listeners.http {
-        let limit = Some(clients.clone());
+        let limit = clients.clone();
         let accepting = hyper_loop(
             l,
             app.clone(),
@@ -107,11 +157,12 @@ fn serve(app: &Arc<App>, listeners: Listeners, stop: &CancellationToken) -> Serv
         hyper_loops.push(tokio::spawn(accepting));
     }
     if let Some(l) = listeners.admin {
+        let limit = Arc::new(Semaphore::new(ADMIN_MAX_CLIENTS));
         let accepting = hyper_loop(
             l,
             app.clone(),
             crate::http::admin::serve,
-            None,
+            limit,
             "admin",
             stop.clone(),
         );
@@ -193,15 +244,18 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// The next connection, or None once `stop` is cancelled.
+/// The next connection, or None once `stop` is cancelled. Works on the
+/// loop's rejected connections while it waits.
 async fn accept(
     listener: &TcpListener,
     frontend: &'static str,
     stop: &CancellationToken,
+    rejected: &mut Rejected,
 ) -> Option<TcpStream> {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return None,
+            () = rejected.progress() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
@@ -217,27 +271,15 @@ async fn accept(
     }
 }
 
-/// A `--max-clients` slot for a new connection: `Ok(None)` where the
-/// listener has no limit (admin), `Err` when all are taken (counted in the
-/// metrics).
-fn admit(
-    limit: &Option<Arc<Semaphore>>,
-    app: &App,
-    frontend: &'static str,
-) -> Result<Option<OwnedSemaphorePermit>, ()> {
-    match limit {
-        None => Ok(None),
-        Some(sem) => match sem.clone().try_acquire_owned() {
-            Ok(p) => Ok(Some(p)),
-            Err(_) => {
-                app.metrics
-                    .connections_rejected
-                    .get_or_create(&FrontendLabels { frontend })
-                    .inc();
-                Err(())
-            }
-        },
-    }
+/// A slot for a new connection (`--max-clients`, or the admin port's
+/// own), `Err` when all are taken (counted in the metrics).
+fn admit(limit: &Arc<Semaphore>, app: &App, frontend: &'static str) -> Result<OwnedSemaphorePermit, ()> {
+    limit.clone().try_acquire_owned().map_err(|_| {
+        app.metrics
+            .connections_rejected
+            .get_or_create(&FrontendLabels { frontend })
+            .inc();
+    })
 }
 
 /// Accepts HTTP connections until `stop`; returns the handle that drains
@@ -246,7 +288,7 @@ async fn hyper_loop<H, Fut>(
     listener: TcpListener,
     app: Arc<App>,
     handler: H,
-    limit: Option<Arc<Semaphore>>,
+    limit: Arc<Semaphore>,
     frontend: &'static str,
     stop: CancellationToken,
 ) -> GracefulShutdown
@@ -260,9 +302,10 @@ where
         .connections
         .get_or_create(&FrontendLabels { frontend })
         .clone();
-    while let Some(stream) = accept(&listener, frontend, &stop).await {
+    let mut rejected = Rejected::new(HTTP_REJECT);
+    while let Some(stream) = accept(&listener, frontend, &stop, &mut rejected).await {
         let Ok(permit) = admit(&limit, &app, frontend) else {
-            tokio::spawn(reject(stream, HTTP_REJECT));
+            rejected.push(stream);
             continue;
         };
         let conn_app = app.clone();
@@ -307,15 +350,15 @@ async fn resp_loop(
     tracker: TaskTracker,
 ) {
     const FRONTEND: &str = "resp";
-    let limit = Some(clients);
     let open = app
         .metrics
         .connections
         .get_or_create(&FrontendLabels { frontend: FRONTEND })
         .clone();
-    while let Some(stream) = accept(&listener, FRONTEND, &stop).await {
-        let Ok(permit) = admit(&limit, &app, FRONTEND) else {
-            tokio::spawn(reject(stream, RESP_REJECT));
+    let mut rejected = Rejected::new(RESP_REJECT);
+    while let Some(stream) = accept(&listener, FRONTEND, &stop, &mut rejected).await {
+        let Ok(permit) = admit(&clients, &app, FRONTEND) else {
+            rejected.push(stream);
             continue;
         };
         let (app, open, stop) = (app.clone(), open.clone(), stop.clone());
@@ -332,7 +375,40 @@ const HTTP_REJECT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: a
 content-length: 41\r\nconnection: close\r\n\r\n{\"error\":\"max number of clients reached\"}";
 const RESP_REJECT: &[u8] = b"-ERR max number of clients reached\r\n";
 
-/// Tells a connection over `--max-clients` so, and closes it.
+/// Connections over the limit, told so and closed: polled by their accept
+/// loop, not a task each, and at most [`REJECTS_LINGERING`] held open at
+/// once. Past that, a connection is told with one non-blocking write (a
+/// new socket's send buffer has room) and closed at once.
+struct Rejected {
+    message: &'static [u8],
+    lingering: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl Rejected {
+    fn new(message: &'static [u8]) -> Rejected {
+        Rejected {
+            message,
+            lingering: FuturesUnordered::new(),
+        }
+    }
+
+    fn push(&mut self, stream: TcpStream) {
+        if self.lingering.len() < REJECTS_LINGERING {
+            self.lingering.push(Box::pin(reject(stream, self.message)));
+        } else {
+            let _ = stream.try_write(self.message);
+        }
+    }
+
+    /// Works on the lingering connections; pending while there are none.
+    async fn progress(&mut self) {
+        if self.lingering.next().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Tells a connection over the limit so, and closes it.
 async fn reject(mut stream: TcpStream, message: &'static [u8]) {
     let _ = stream.write_all(message).await;
     let _ = stream.shutdown().await;

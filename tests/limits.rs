@@ -1,7 +1,11 @@
-//! --max-clients and --max-parallel.
+//! --max-clients, the admin port's own limit, the open-file limit, and
+//! --max-parallel.
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::Duration;
 
 use common::{HttpConn, Proxy, RedisServer, wait_for};
@@ -121,4 +125,105 @@ fn with_more_slots_a_hit_does_not_wait_for_a_slow_miss() {
         "the miss is still waiting on Redis"
     );
     assert_eq!(slow.read_response(false).unwrap().status, 404);
+}
+
+/// The soft "Max open files" of a running process.
+fn open_files(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_open_file_limit_is_raised_to_fit_max_clients() {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start_with_open_files(&redis, 300, &["--max-clients", "600"]);
+    // 600 clients plus the headroom (256).
+    assert_eq!(open_files(proxy.pid()), 856);
+    // 500 clients at once: more than the 300 it was started with.
+    let mut clients: Vec<TcpStream> = (0..500)
+        .map(|_| TcpStream::connect(("127.0.0.1", proxy.resp)).unwrap())
+        .collect();
+    for c in &mut clients {
+        c.set_read_timeout(Some(common::DEADLINE)).unwrap();
+        c.write_all(b"PING\r\n").unwrap();
+    }
+    for c in &mut clients {
+        let mut pong = [0u8; 7];
+        c.read_exact(&mut pong).unwrap();
+        assert_eq!(&pong, b"+PONG\r\n");
+    }
+}
+
+#[test]
+fn a_hard_open_file_limit_below_max_clients_exits_2_with_one_line() {
+    let mut out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 300 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_redis-proxy"))
+        .args(["--max-clients", "1000", "--redis-url", "redis://127.0.0.1:1"])
+        .args([
+            "--http-listen",
+            "off",
+            "--resp-listen",
+            "off",
+            "--admin-listen",
+            "off",
+        ])
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: a proxy that does not check the limit would run for ever.
+    let start = std::time::Instant::now();
+    let exited = loop {
+        if let Some(status) = out.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > common::DEADLINE {
+            out.kill().unwrap();
+            out.wait().unwrap();
+            panic!("the proxy did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    out.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(exited.code(), Some(2));
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--max-clients 1000 needs 1256 open files but the limit is 300")
+            && stderr.contains("ulimit -n 1256"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_admin_port_has_its_own_limit_of_16_connections() {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start(&redis, &[]);
+    let mut held: Vec<HttpConn> = (0..16)
+        .map(|_| {
+            let mut c = HttpConn::connect(proxy.admin).unwrap();
+            assert_eq!(c.request("GET", b"/healthz", &[]).unwrap().status, 200);
+            c
+        })
+        .collect();
+    let mut over = HttpConn::connect(proxy.admin).unwrap();
+    let r = over.request("GET", b"/healthz", &[]).unwrap();
+    assert_eq!(r.status, 503);
+    assert!(over.is_closed());
+    // Client ports are not affected.
+    assert_eq!(
+        HttpConn::connect(proxy.http)
+            .unwrap()
+            .request("GET", b"/get/k", &[])
+            .unwrap()
+            .status,
+        404
+    );
+    held.pop();
+    wait_for("a freed admin slot", || {
+        (proxy.metric("redis_proxy_connections_rejected_total{frontend=\"admin\"}") == 1.0).then_some(())
+    });
 }

@@ -33,8 +33,22 @@ impl Proxy {
     }
 
     pub fn start_url(redis_url: &str, args: &[&str]) -> Proxy {
+        Self::launch(Command::new(env!("CARGO_BIN_EXE_redis-proxy")), redis_url, args)
+    }
+
+    /// Started with a soft open-file limit of `open_files`.
+    pub fn start_with_open_files(redis: &RedisServer, open_files: u64, args: &[&str]) -> Proxy {
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
+            .arg(format!("ulimit -Sn {open_files} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_redis-proxy"));
+        Self::launch(shell, &redis.url(), args)
+    }
+
+    fn launch(mut command: Command, redis_url: &str, args: &[&str]) -> Proxy {
         let (http, resp, admin) = (free_port(), free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_redis-proxy"))
+        let child = command
             .args(["--redis-url", redis_url])
             .args(["--http-listen", &format!("127.0.0.1:{http}")])
             .args(["--resp-listen", &format!("127.0.0.1:{resp}")])
