@@ -89,6 +89,7 @@ fn lookup_hit(c: &mut Criterion) {
     let timeout = Duration::from_secs(1);
     let backend = Backend::new(
         url,
+        None,
         timeout,
         Invalidation::Tracking,
         local.clone(),

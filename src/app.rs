@@ -72,6 +72,7 @@ impl App {
         let local = Arc::new(Local::new(store, metrics.clone()));
         let backend = Backend::new(
             config.redis_url(),
+            config.redis_tls()?,
             config.backend_timeout,
             config.invalidation,
             local.clone(),

@@ -4,6 +4,7 @@
 //! A bad value ends the process with status 2 and one line naming the flag.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
@@ -79,6 +80,20 @@ pub struct Config {
     #[arg(long, env = "BACKEND_TIMEOUT", default_value = "1s", value_parser = parse_duration_nonzero)]
     pub backend_timeout: Duration,
 
+    /// PEM file of the CA (or CAs) that signed a `rediss://` Redis's
+    /// certificate, trusted instead of the system's roots.
+    #[arg(long, env = "REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<PathBuf>,
+
+    /// PEM certificate (chain) the proxy shows a `rediss://` Redis that
+    /// asks for one (mutual TLS); needs --redis-client-key.
+    #[arg(long, env = "REDIS_CLIENT_CERT")]
+    pub redis_client_cert: Option<PathBuf>,
+
+    /// PEM private key of --redis-client-cert.
+    #[arg(long, env = "REDIS_CLIENT_KEY")]
+    pub redis_client_key: Option<PathBuf>,
+
     /// Drain time on SIGTERM/SIGINT.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -147,13 +162,68 @@ impl Config {
         }
     }
 
-    /// Fills `redis_url` from the Flask-era variables when it was not given.
+    /// Fills `redis_url` from the Flask-era variables when it was not given,
+    /// and checks the TLS files against it.
     pub fn resolve_redis_url(&mut self) -> Result<(), String> {
         if self.redis_url.is_none() {
             let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
             self.redis_url = Some(flask_url(var("REDIS_HOST"), var("REDIS_PORT"), var("REDIS_DB"))?);
         }
-        Ok(())
+        self.redis_tls().map(drop)
+    }
+
+    /// The certificates for a `rediss://` URL, read from the files the
+    /// `--redis-*-cert`/`-key` flags name: `None` when there are none to
+    /// give. An error names the flag: a file that cannot be read or holds
+    /// no PEM certificate (or key), or files given for a `redis://` URL,
+    /// which would otherwise be ignored in silence.
+    pub fn redis_tls(&self) -> Result<Option<redis::TlsCertificates>, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let files = [
+            ("--redis-ca-cert", &self.redis_ca_cert),
+            ("--redis-client-cert", &self.redis_client_cert),
+            ("--redis-client-key", &self.redis_client_key),
+        ];
+        let Some((flag, _)) = files.iter().find(|(_, f)| f.is_some()) else {
+            return Ok(None);
+        };
+        if !self.redis_url().starts_with("rediss://") {
+            return Err(format!("{flag} is for TLS: it needs a rediss:// URL"));
+        }
+        let read = |flag: &str, path: &Path| {
+            std::fs::read(path).map_err(|e| format!("{flag}: cannot read {}: {e}", path.display()))
+        };
+        let certificates = |flag: &str, path: &Path| {
+            let pem = read(flag, path)?;
+            match CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() {
+                Ok(certs) if !certs.is_empty() => Ok(pem),
+                Ok(_) => Err(format!("{flag}: no PEM certificate in {}", path.display())),
+                Err(e) => Err(format!("{flag}: {}: {e}", path.display())),
+            }
+        };
+        let root_cert = match &self.redis_ca_cert {
+            Some(path) => Some(certificates("--redis-ca-cert", path)?),
+            None => None,
+        };
+        let client_tls = match (&self.redis_client_cert, &self.redis_client_key) {
+            (Some(cert), Some(key)) => {
+                let client_cert = certificates("--redis-client-cert", cert)?;
+                let client_key = read("--redis-client-key", key)?;
+                PrivateKeyDer::from_pem_slice(&client_key)
+                    .map_err(|e| format!("--redis-client-key: {}: {e}", key.display()))?;
+                Some(redis::ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                })
+            }
+            (None, None) => None,
+            _ => return Err("--redis-client-cert and --redis-client-key go together".into()),
+        };
+        Ok(Some(redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        }))
     }
 
     pub fn redis_url(&self) -> &str {
@@ -211,11 +281,16 @@ fn parse_redis_url(s: &str) -> Result<String, String> {
     let scheme = s.split_once("://").map(|(scheme, _)| scheme);
     match scheme {
         Some("redis") => {}
-        Some("rediss") => return Err("rediss:// (TLS) is not supported by this build yet".into()),
-        Some(other) => return Err(format!("scheme '{other}' is not redis://")),
-        None => return Err("expected redis://host:port[/db]".into()),
+        Some("rediss") => {}
+        Some(other) => return Err(format!("scheme '{other}' is not redis:// or rediss://")),
+        None => return Err("expected redis://host:port[/db] or rediss://…".into()),
     }
-    s.into_connection_info().map_err(|e| e.to_string())?;
+    let info = s.into_connection_info().map_err(|e| e.to_string())?;
+    if let redis::ConnectionAddr::TcpTls { insecure: true, .. } = info.addr() {
+        return Err("rediss://…#insecure (no certificate check) is not supported: \
+                    give the CA with --redis-ca-cert"
+            .into());
+    }
     Ok(s.to_string())
 }
 
@@ -316,7 +391,8 @@ mod tests {
         assert!(parse_redis_url("redis://127.0.0.1:6379/0").is_ok());
         assert!(parse_redis_url("redis://:pw@localhost:1/3").is_ok());
         assert!(parse_redis_url("http://localhost").is_err());
-        assert!(parse_redis_url("rediss://localhost").is_err());
+        assert!(parse_redis_url("rediss://localhost").is_ok());
+        assert!(parse_redis_url("rediss://localhost/#insecure").is_err());
         assert!(parse_redis_url("localhost:6379").is_err());
     }
 }

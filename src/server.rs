@@ -8,7 +8,7 @@
 //! closes; with none left, the connection is told so (503 / `-ERR max
 //! number of clients reached`) and closed. The admin port has its own
 //! small limit, [`ADMIN_MAX_CLIENTS`]. A rejected connection is closed by
-//! its accept loop, not a task of its own (see [`Rejected`]), so a flood of
+//! its accept loop, not a task of its own (see `Rejected`), so a flood of
 //! them costs a bounded amount. [`fit_open_files`] makes sure the process
 //! may open the sockets `--max-clients` promises. On shutdown the accept loops
 //! stop, open connections finish what they are working on and close, and

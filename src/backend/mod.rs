@@ -75,6 +75,7 @@ impl Backend {
     /// `tracking` mode Redis's invalidations go to `coherence`.
     pub fn new(
         url: &str,
+        tls: Option<redis::TlsCertificates>,
         timeout: Duration,
         mode: Invalidation,
         coherence: Arc<dyn Coherence>,
@@ -86,8 +87,12 @@ impl Backend {
             let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
             info = info.set_redis_settings(settings);
         }
+        let client = match tls {
+            Some(certificates) => Client::build_with_tls(info, certificates)?,
+            None => Client::open(info)?,
+        };
         Ok(Backend {
-            client: Client::open(info)?,
+            client,
             mode,
             timeout,
             conn: RwLock::new(Published {

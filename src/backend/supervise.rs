@@ -89,7 +89,9 @@ impl Backend {
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| {
-                let hint = if tracking {
+                // A Redis too old for HELLO answers with an error; a
+                // refused connection or a failed TLS handshake is I/O.
+                let hint = if tracking && !e.is_io_error() {
                     " (--invalidation tracking needs Redis 7 or later)"
                 } else {
                     ""

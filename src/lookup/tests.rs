@@ -42,6 +42,7 @@ async fn harness(mode: Invalidation, backend_timeout: Duration) -> Harness {
     let local = Arc::new(Local::new(store, metrics.clone()));
     let backend = Backend::new(
         &redis.url(),
+        None,
         backend_timeout,
         mode,
         local.clone(),

@@ -46,19 +46,21 @@ impl Proxy {
         Self::launch(shell, &redis.url(), args)
     }
 
-    fn launch(mut command: Command, redis_url: &str, args: &[&str]) -> Proxy {
+    /// `command` (the binary, or a wrapper of it) on free ports.
+    pub fn launch(mut command: Command, redis_url: &str, args: &[&str]) -> Proxy {
         let (http, resp, admin) = (free_port(), free_port(), free_port());
-        let child = command
+        command
             .args(["--redis-url", redis_url])
             .args(["--http-listen", &format!("127.0.0.1:{http}")])
             .args(["--resp-listen", &format!("127.0.0.1:{resp}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
             .args(args)
             .env_remove("REDIS_URL")
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the proxy binary");
+            .stdout(Stdio::null());
+        if !command.get_envs().any(|(name, _)| name == "RUST_LOG") {
+            command.env("RUST_LOG", "error");
+        }
+        let child = command.spawn().expect("the proxy binary");
         let proxy = Proxy {
             http,
             resp,

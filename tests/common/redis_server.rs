@@ -42,6 +42,7 @@ pub fn free_port() -> u16 {
 pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
+    args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -51,11 +52,18 @@ impl RedisServer {
     }
 
     pub fn start_on(port: u16) -> RedisServer {
+        Self::start_with(port, &[])
+    }
+
+    /// With more configuration (`--tls-port …`); `port` stays plain TCP,
+    /// which the harness uses.
+    pub fn start_with(port: u16, args: &[String]) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("redis-proxy-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut server = RedisServer {
             port,
             dir,
+            args: args.to_vec(),
             child: None,
         };
         server.spawn();
@@ -68,6 +76,7 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
