@@ -141,6 +141,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, ParseError> {
 /// [`guard_unterminated`].
 fn line<'a>(buf: &'a [u8], at: usize, examined: &mut usize) -> Option<(&'a [u8], usize)> {
     let rest = buf.get(at..)?;
+    // A longer line is an error however it arrives: whole, or in pieces.
+    let rest = &rest[..rest.len().min(MAX_LENGTH_LINE + 2)];
     let found = rest.windows(2).position(|w| w == b"\r\n");
     *examined += found.map_or(rest.len(), |rel| rel + 2);
     let rel = found?;
@@ -227,10 +229,17 @@ fn bulk(
     Ok(Some((start..end, end + 2)))
 }
 
-/// A length line that never ends is an error once it is longer than any
-/// valid one could be, so a client cannot make us buffer forever.
+/// The longest length line (`*`/`$` excluded) accepted: far more than
+/// the 20 characters of any i64, and short enough that looking for its end
+/// costs nothing.
+const MAX_LENGTH_LINE: usize = 32;
+
+/// A length line that has not ended is an error once it is longer than any
+/// valid one could be, so a client cannot make us buffer forever: with the
+/// `\r` of a line of [`MAX_LENGTH_LINE`] bytes here, its `\n` may still
+/// come.
 fn guard_unterminated<T>(buf: &[u8], from: usize, what: &str) -> Result<Option<T>, ParseError> {
-    if buf.len().saturating_sub(from) > 32 {
+    if buf.len().saturating_sub(from) > MAX_LENGTH_LINE + 1 {
         err(format!("invalid {what} length"))
     } else {
         Ok(None)
@@ -452,6 +461,28 @@ mod tests {
             Ok(true),
             "after AUTH it is fine"
         );
+    }
+
+    #[test]
+    fn a_length_line_is_bounded_alike_whole_or_in_pieces() {
+        // Found by the fuzz target: a 104-digit count was accepted whole
+        // and refused in pieces.
+        let long = format!("*{}\r\n", "0".repeat(MAX_LENGTH_LINE + 1));
+        let longest = format!("*{}1\r\n$1\r\na\r\n", "0".repeat(MAX_LENGTH_LINE - 1));
+        for (frame, ok) in [(long, false), (longest, true)] {
+            let frame = frame.as_bytes();
+            assert_eq!(parse(frame).is_ok(), ok, "{:?}", String::from_utf8_lossy(frame));
+            let (mut ranges, mut progress) = (Vec::new(), Progress::default());
+            let pieces = (1..=frame.len())
+                .map(|end| parse_frame(&frame[..end], &mut ranges, &mut progress, Limits::AUTHENTICATED))
+                .find(|r| !matches!(r, Ok(None)));
+            assert_eq!(
+                pieces.unwrap().is_ok(),
+                ok,
+                "{:?}",
+                String::from_utf8_lossy(frame)
+            );
+        }
     }
 
     #[test]

@@ -88,6 +88,11 @@ impl RedisServer {
         });
     }
 
+    /// The running redis-server's process id (to stop it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("redis-server running").id()
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
@@ -132,7 +137,8 @@ impl RedisServer {
         }
     }
 
-    /// Stopped and started again on the same port, empty.
+    /// Killed (SIGKILL) and started again on the same port: empty, unless
+    /// it was started with an append-only file.
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
