@@ -260,3 +260,33 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     // wait_for's deadline (15 s) is far beyond the idle timeout.
     common::wait_for("the idle connection to be closed", || c.is_closed().then_some(()));
 }
+
+#[test]
+fn a_client_that_does_not_read_its_responses_is_closed_after_30_s() {
+    use std::io::{ErrorKind, Read};
+    let (redis, proxy) = setup(&[]);
+    redis.set("big", vec![b'x'; 1 << 20]);
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", proxy.http)).unwrap();
+    // 64 MiB of responses asked for and not read: far more than the
+    // sockets' buffers hold, so the proxy's write waits on the client.
+    let get = b"GET /get/big HTTP/1.1\r\nHost: x\r\nAccept: application/octet-stream\r\n\r\n";
+    for _ in 0..64 {
+        c.write_all(get).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_secs(32));
+    // Now read: what was buffered, then the end. A proxy without a write
+    // deadline would still be waiting, write all 64 MiB as this reads, and
+    // keep the connection open.
+    c.set_read_timeout(Some(common::DEADLINE)).unwrap();
+    let (mut total, mut buf) = (0, vec![0u8; 1 << 16]);
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("still open after {total} bytes: {e}"),
+        }
+    }
+    assert!(total < 64 << 20, "all {total} bytes were written");
+    assert_eq!(proxy.get("/get/big").status, 200);
+}
