@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 use crate::app::{App, WRITE_DEADLINE};
 use crate::config::{Config, Listen};
 use crate::http::Body;
-use crate::metrics::FrontendLabels;
+use crate::metrics::{Disconnect, FrontendLabels};
 
 /// Admin connections held at once: enough for scrapers and health checks.
 pub const ADMIN_MAX_CLIENTS: usize = 16;
@@ -330,8 +330,12 @@ where
         let conn = graceful.watch(conn);
         let open = open.clone();
         open.inc();
+        let metrics = app.metrics.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
+                if let Some(reason) = deadline_passed(&e) {
+                    metrics.disconnected(reason);
+                }
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             open.dec();
@@ -339,6 +343,16 @@ where
         });
     }
     graceful
+}
+
+/// Which deadline, if any, ended an HTTP connection: hyper's header-read
+/// timer (the idle timeout), or the socket's write timeout.
+fn deadline_passed(e: &hyper::Error) -> Option<Disconnect> {
+    if e.is_timeout() {
+        return Some(Disconnect::Idle);
+    }
+    let io = std::error::Error::source(e)?.downcast_ref::<std::io::Error>()?;
+    (io.kind() == std::io::ErrorKind::TimedOut).then_some(Disconnect::WriteTimeout)
 }
 
 /// Accepts RESP connections until `stop`, each served in a task `tracker` knows.

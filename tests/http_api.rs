@@ -259,6 +259,10 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     assert_eq!(c.request("GET", b"/get/k", &[]).unwrap().status, 404);
     // wait_for's deadline (15 s) is far beyond the idle timeout.
     common::wait_for("the idle connection to be closed", || c.is_closed().then_some(()));
+    let idle = "redis_proxy_clients_disconnected_total{reason=\"idle\"}";
+    common::wait_for("the close to be counted", || {
+        (proxy.metric(idle) == 1.0).then_some(())
+    });
 }
 
 #[test]
@@ -289,4 +293,6 @@ fn a_client_that_does_not_read_its_responses_is_closed_after_30_s() {
     }
     assert!(total < 64 << 20, "all {total} bytes were written");
     assert_eq!(proxy.get("/get/big").status, 200);
+    let write_timeouts = "redis_proxy_clients_disconnected_total{reason=\"write_timeout\"}";
+    assert_eq!(proxy.metric(write_timeouts), 1.0);
 }
