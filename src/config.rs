@@ -280,8 +280,7 @@ fn parse_redis_url(s: &str) -> Result<String, String> {
     use redis::IntoConnectionInfo;
     let scheme = s.split_once("://").map(|(scheme, _)| scheme);
     match scheme {
-        Some("redis") => {}
-        Some("rediss") => {}
+        Some("redis" | "rediss") => {}
         Some(other) => return Err(format!("scheme '{other}' is not redis:// or rediss://")),
         None => return Err("expected redis://host:port[/db] or rediss://…".into()),
     }

@@ -13,12 +13,7 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use clap::Parser;
-use common::RedisServer;
-use redis_proxy::app::App;
-use redis_proxy::config::Config;
-use redis_proxy::server::{self, Listeners};
-use tokio::sync::oneshot;
+use common::{InProcess, RedisServer};
 use tokio::task::{block_in_place, spawn_blocking};
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
@@ -69,26 +64,8 @@ async fn a_resp_cache_hit_allocates_nothing_beyond_its_share_of_the_reply() {
     for i in 0..KEYS {
         block_in_place(|| redis.set(format!("key:{i:02}"), &value));
     }
-    let url = redis.url();
-    let args = [
-        "redis-proxy",
-        "--redis-url",
-        &url,
-        "--resp-listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "off",
-        "--admin-listen",
-        "off",
-    ];
-    let config = Config::try_parse_from(args).unwrap();
-    let app = App::build(&config).unwrap();
-    let listeners = Listeners::bind(&config).await.unwrap();
-    let port = listeners.resp.as_ref().unwrap().local_addr().unwrap().port();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let serving = tokio::spawn(server::run(app.clone(), listeners, async {
-        let _ = stopped.await;
-    }));
+    let server = InProcess::start(&redis.url(), "resp", &[]).await;
+    let (app, port) = (server.app.clone(), server.port);
     while !app.backend.is_ready() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -128,6 +105,5 @@ async fn a_resp_cache_hit_allocates_nothing_beyond_its_share_of_the_reply() {
     assert!(pipelined < 0.02, "{pipelined} allocations per pipelined GET hit");
     assert!(single < 0.02, "{single} allocations per GET hit");
 
-    stop.send(()).unwrap();
-    serving.await.unwrap();
+    server.stop().await;
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{HttpConn, Proxy, RedisServer, free_port, wait_for};
+use common::{HttpConn, Proxy, RedisServer, free_port, run_with, wait_for};
 
 #[test]
 fn redis_stopped_in_ttl_mode_is_503_hits_still_served_and_restart_recovers() {
@@ -107,27 +107,6 @@ fn sigint_with_idle_keepalive_connections_exits_0() {
     proxy.signal("INT");
     assert_eq!(proxy.wait_exit().code(), Some(0));
     assert!(idle.is_closed());
-}
-
-fn run_with(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_redis-proxy"));
-    cmd.args(args).env_remove("REDIS_URL").env_remove("REDIS_HOST");
-    cmd.args([
-        "--http-listen",
-        "off",
-        "--admin-listen",
-        "off",
-        "--resp-listen",
-        "off",
-    ]);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

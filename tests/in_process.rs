@@ -6,39 +6,15 @@ mod common;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use clap::Parser;
-use common::{RedisServer, request};
-use redis_proxy::app::App;
-use redis_proxy::config::Config;
-use redis_proxy::server::{self, Listeners};
-use tokio::sync::oneshot;
+use common::{InProcess, RedisServer, request};
 use tokio::task::{block_in_place, spawn_blocking};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_until_its_shutdown_future_completes_then_drains() {
     let redis = block_in_place(RedisServer::start);
     block_in_place(|| redis.set("k", "v"));
-    let url = redis.url();
-    let args = [
-        "redis-proxy",
-        "--redis-url",
-        &url,
-        "--http-listen",
-        "127.0.0.1:0",
-        "--resp-listen",
-        "off",
-        "--admin-listen",
-        "off",
-    ];
-    let config = Config::try_parse_from(args).unwrap();
-    let app = App::build(&config).unwrap();
-    let listeners = Listeners::bind(&config).await.unwrap();
-    let port = listeners.http.as_ref().unwrap().local_addr().unwrap().port();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let shutdown = async {
-        let _ = stopped.await;
-    };
-    let serving = tokio::spawn(server::run(app.clone(), listeners, shutdown));
+    let server = InProcess::start(&redis.url(), "http", &[]).await;
+    let (app, port) = (server.app.clone(), server.port);
 
     let start = std::time::Instant::now();
     while !app.backend.is_ready() {
@@ -50,11 +26,7 @@ async fn run_serves_until_its_shutdown_future_completes_then_drains() {
         .unwrap();
     assert_eq!((r.status, r.json()["value"].as_str()), (200, Some("v")));
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(common::DEADLINE, serving)
-        .await
-        .expect("run returned after its shutdown future completed")
-        .unwrap();
+    server.stop().await;
     assert!(
         TcpStream::connect(("127.0.0.1", port)).is_err(),
         "still listening"
@@ -63,27 +35,8 @@ async fn run_serves_until_its_shutdown_future_completes_then_drains() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_connections_do_not_hold_a_task_each() {
-    let args = [
-        "redis-proxy",
-        "--redis-url",
-        "redis://127.0.0.1:1/0",
-        "--max-clients",
-        "1",
-        "--http-listen",
-        "off",
-        "--resp-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "off",
-    ];
-    let config = Config::try_parse_from(args).unwrap();
-    let app = App::build(&config).unwrap();
-    let listeners = Listeners::bind(&config).await.unwrap();
-    let port = listeners.resp.as_ref().unwrap().local_addr().unwrap().port();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let serving = tokio::spawn(server::run(app.clone(), listeners, async {
-        let _ = stopped.await;
-    }));
+    let server = InProcess::start("redis://127.0.0.1:1/0", "resp", &["--max-clients", "1"]).await;
+    let (app, port) = (server.app.clone(), server.port);
     let _held = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let open_files = || std::fs::read_dir("/proc/self/fd").unwrap().count();
     let files_before = open_files();
@@ -125,9 +78,5 @@ async fn rejected_connections_do_not_hold_a_task_each() {
             .unwrap();
         assert_eq!(told, b"-ERR max number of clients reached\r\n");
     }
-    stop.send(()).unwrap();
-    tokio::time::timeout(common::DEADLINE, serving)
-        .await
-        .unwrap()
-        .unwrap();
+    server.stop().await;
 }

@@ -236,22 +236,8 @@ fn tls_files_that_cannot_be_used_exit_2_with_one_line() {
         (&["--redis-url", "rediss://127.0.0.1:1/#insecure"], "--redis-url"),
     ];
     for (args, expected) in cases {
-        let out = Command::new(env!("CARGO_BIN_EXE_redis-proxy"))
-            .args(*args)
-            .args([
-                "--http-listen",
-                "off",
-                "--resp-listen",
-                "off",
-                "--admin-listen",
-                "off",
-            ])
-            .env_remove("REDIS_URL")
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let (code, stderr) = common::run_with(args, &[]);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }

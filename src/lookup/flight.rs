@@ -160,12 +160,7 @@ impl Flights {
 impl Flights {
     /// Unregisters `keys` where `batch` is still the flight fetching them.
     pub fn finish(&self, keys: &[Bytes], batch: &Arc<Batch>) {
-        let mut map = self.map.lock();
-        for key in keys {
-            if map.get(key).is_some_and(|f| Arc::ptr_eq(&f.batch, batch)) {
-                map.remove(key);
-            }
-        }
+        unregister(&mut self.map.lock(), keys, batch);
     }
 
     /// For a fetch dropped before it answered. If anyone joined it, its keys
@@ -179,15 +174,20 @@ impl Flights {
             if batch.joined.load(Ordering::Relaxed) > 0 {
                 return true;
             }
-            for key in keys {
-                if map.get(key).is_some_and(|f| Arc::ptr_eq(&f.batch, batch)) {
-                    map.remove(key);
-                }
-            }
+            unregister(&mut map, keys, batch);
         }
         // After unregistering: those who ask again must not find it.
         batch.abandon();
         false
+    }
+}
+
+/// Removes `keys` where `batch` is still the flight fetching them.
+fn unregister(map: &mut HashMap<Bytes, InFlight>, keys: &[Bytes], batch: &Arc<Batch>) {
+    for key in keys {
+        if map.get(key).is_some_and(|f| Arc::ptr_eq(&f.batch, batch)) {
+            map.remove(key);
+        }
     }
 }
 

@@ -4,12 +4,15 @@
 
 #![allow(dead_code)]
 
+mod in_process;
 mod redis_server;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, ExitStatus, Stdio};
 
+#[allow(unused_imports)] // used by the in-process tests only
+pub use in_process::InProcess;
 pub use redis_server::{DEADLINE, RedisServer, free_port, wait_for};
 
 /// A fresh redis-server and a proxy in front of it, connected.
@@ -278,4 +281,27 @@ pub fn still_waiting(stream: &TcpStream) -> bool {
     let waiting = matches!(stream.peek(&mut byte), Err(e) if e.kind() == ErrorKind::WouldBlock);
     stream.set_nonblocking(false).unwrap();
     waiting
+}
+
+/// The binary run with `args` and `env`, every front end off, to its exit:
+/// its status code and what it wrote to stderr.
+pub fn run_with(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_redis-proxy"));
+    cmd.args(args).env_remove("REDIS_URL").env_remove("REDIS_HOST");
+    cmd.args([
+        "--http-listen",
+        "off",
+        "--admin-listen",
+        "off",
+        "--resp-listen",
+        "off",
+    ]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
