@@ -12,16 +12,6 @@ export COHERENCE_SECS=${COHERENCE_SECS:-60}
 export COHERENCE_WRITERS=${COHERENCE_WRITERS:-6}
 export COHERENCE_KEYS_PER_WRITER=${COHERENCE_KEYS_PER_WRITER:-500}
 export COHERENCE_READERS_PER_KIND=${COHERENCE_READERS_PER_KIND:-2}
-report=$(mktemp)
-trap 'rm -f "$report"' EXIT
-status=0
-COHERENCE_REPORT="$report" cargo test --release --test coherence -- --nocapture || status=$?
-{
-  echo "# Coherence run, $(date -u +%Y-%m-%d)"
-  echo
-  echo "\`bench/coherence.sh\` on $(nproc) cores, release build, everything on 127.0.0.1."
-  echo
-  cat "$report"
-} >bench/results/coherence.md
-cat bench/results/coherence.md
-exit "$status"
+# shellcheck source=bench/report.sh
+. bench/report.sh
+run_report coherence Coherence

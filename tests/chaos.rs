@@ -364,8 +364,8 @@ fn inject(redis: &mut RedisServer, fault: Fault, probe: &mut HttpConn, tally: &T
         Fault::Kill => {
             redis.stop();
             felt(503);
-            // start() waits for PING, which Redis refuses while it loads.
-            redis.start_again();
+            // spawn() waits for PING, which Redis refuses while it loads.
+            redis.spawn();
         }
         Fault::Stop => {
             let pid = redis.pid().to_string();

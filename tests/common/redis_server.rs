@@ -70,13 +70,9 @@ impl RedisServer {
         server
     }
 
-    /// Starts it again after [`stop`](Self::stop), on the same port and
-    /// directory.
-    pub fn start_again(&mut self) {
-        self.spawn();
-    }
-
-    fn spawn(&mut self) {
+    /// Starts redis-server, and waits for it to answer: also to start it
+    /// again after [`stop`](Self::stop), on the same port and directory.
+    pub fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
