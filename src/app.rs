@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Coherence};
 use crate::cache::{Bounds, Store};
+use crate::commands::Deny;
 use crate::config::Config;
 use crate::error::Error;
+use crate::forward::{Forwarder, Target};
 use crate::lookup::{Found, Local, Lookup, Source};
 use crate::metrics::{FrontendMetrics, Metrics, Outcome};
 
@@ -22,6 +24,10 @@ pub struct App {
     /// The same backend the lookup reads from, for its supervisor.
     pub backend: Arc<Backend>,
     pub metrics: Arc<Metrics>,
+    /// Every command that is not a cached read.
+    pub forwarder: Arc<Forwarder>,
+    /// `--deny-commands`.
+    pub deny: Deny,
     pub http_metrics: FrontendMetrics,
     pub resp_metrics: FrontendMetrics,
     /// `--max-parallel` permits; fair, so with one permit requests run in
@@ -80,7 +86,25 @@ impl App {
         )
         .map_err(|e| format!("--redis-url: {e}"))?;
         let backend = Arc::new(backend);
+        let tls = config.redis_tls()?;
+        let target = Target::new(
+            config.redis_url(),
+            tls.as_ref(),
+            config.backend_timeout.max(Duration::from_millis(500)),
+        )
+        .map_err(|e| format!("--redis-url: {e}"))?;
+        let coherence: Arc<dyn Coherence> = local.clone();
+        let forwarder = Arc::new(Forwarder::new(
+            target,
+            config.max_pinned_connections as usize,
+            (!config.forward_timeout.is_zero()).then_some(config.forward_timeout),
+            backend.clone(),
+            coherence,
+            metrics.clone(),
+        ));
         Ok(Arc::new(App {
+            forwarder,
+            deny: Deny::parse(&config.deny_commands),
             lookup: Arc::new(Lookup::new(local, backend.clone(), metrics.clone())),
             backend,
             http_metrics: metrics.frontend("http"),
@@ -185,7 +209,9 @@ pub fn outcome_of_many(found: &Result<Vec<Found>, Error>) -> Outcome {
 pub fn error_outcome(e: &Error) -> Outcome {
     match e {
         Error::WrongType(_) => Outcome::WrongType,
-        Error::Unavailable(_) | Error::Timeout(_) | Error::Reply(_) => Outcome::BackendError,
+        Error::Unavailable(_) | Error::Timeout(_) | Error::ForwardTimeout(_) | Error::Reply(_) => {
+            Outcome::BackendError
+        }
         Error::Client { .. } => Outcome::ClientError,
         Error::Internal(_) => Outcome::InternalError,
     }

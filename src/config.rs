@@ -98,7 +98,25 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
-    /// Enable /set/{key}/{value}, written through to Redis.
+    /// Time allowed for a forwarded command's reply (0 = none). Blocking
+    /// commands (BLPOP, XREAD BLOCK, WAIT…) have only their own timeout.
+    #[arg(long, env = "FORWARD_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub forward_timeout: Duration,
+
+    /// Backend connections held for one client each (a transaction or
+    /// WATCH, a blocking command, subscriptions, WAIT); past it such a
+    /// command gets an error and the client's connection stays usable.
+    #[arg(long, env = "MAX_PINNED_CONNECTIONS", default_value_t = 1000)]
+    pub max_pinned_connections: u32,
+
+    /// Commands refused by name (`CONFIG|SET` for a subcommand), comma
+    /// separated; '' denies nothing.
+    #[arg(long, env = "DENY_COMMANDS", default_value = DEFAULT_DENY)]
+    pub deny_commands: String,
+
+    /// Enable /set/{key}/{value} and every RESP command that writes
+    /// (SET, INCR, DEL, EVAL, FLUSHDB, MULTI/EXEC with writes…), forwarded
+    /// to Redis.
     #[arg(long, env = "ALLOW_WRITES", default_value_t = false, num_args = 0..=1,
           default_missing_value = "true", value_parser = parse_switch)]
     pub allow_writes: bool,
@@ -116,6 +134,11 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
 }
+
+/// Administrative commands refused unless `--deny-commands` says otherwise.
+pub const DEFAULT_DENY: &str = "SHUTDOWN,DEBUG,MONITOR,SYNC,PSYNC,REPLICAOF,SLAVEOF,FAILOVER,MODULE,SAVE,\
+BGSAVE,BGREWRITEAOF,CLUSTER,CONFIG|SET,CONFIG|REWRITE,CONFIG|RESETSTAT,ACL|SETUSER,ACL|DELUSER,ACL|LOAD,\
+ACL|SAVE,CLIENT|KILL,CLIENT|PAUSE,CLIENT|UNPAUSE,SCRIPT|KILL,FUNCTION|KILL";
 
 /// How the cache learns that Redis changed.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,6 +30,10 @@ pub enum Error {
     /// One Redis round trip took longer than `--backend-timeout`.
     #[error("backend timed out after {0:?}")]
     Timeout(Duration),
+    /// A forwarded command's reply took longer than `--forward-timeout`:
+    /// the command may have run.
+    #[error("backend timed out after {0:?}; the command may have run")]
+    ForwardTimeout(Duration),
     /// The key holds a list, hash, … rather than a string.
     #[error("{0}")]
     WrongType(Arc<str>),
@@ -80,9 +84,11 @@ impl Error {
 
     pub fn origin(&self) -> Origin {
         match self {
-            Error::Unavailable(_) | Error::Timeout(_) | Error::WrongType(_) | Error::Reply(_) => {
-                Origin::Upstream
-            }
+            Error::Unavailable(_)
+            | Error::Timeout(_)
+            | Error::ForwardTimeout(_)
+            | Error::WrongType(_)
+            | Error::Reply(_) => Origin::Upstream,
             Error::Client { .. } => Origin::Downstream,
             Error::Internal(_) => Origin::Internal,
         }
@@ -92,7 +98,7 @@ impl Error {
     pub fn http_status(&self) -> u16 {
         match self {
             Error::Unavailable(_) | Error::Reply(_) => 503,
-            Error::Timeout(_) => 504,
+            Error::Timeout(_) | Error::ForwardTimeout(_) => 504,
             Error::WrongType(_) => 409,
             Error::Client { status, .. } => *status,
             Error::Internal(_) => 500,
@@ -104,6 +110,10 @@ impl Error {
         match self {
             Error::Unavailable(_) => "ERR backend unavailable".into(),
             Error::Timeout(t) => format!("ERR backend timed out after {t:?}"),
+            Error::ForwardTimeout(t) => format!(
+                "ERR backend timed out after {}; the command may have run",
+                humantime::format_duration(*t)
+            ),
             Error::WrongType(msg) => msg.to_string(),
             Error::Reply(msg) => format!("ERR backend error: {msg}"),
             Error::Client { code, message, .. } => format!("{code} {message}"),
@@ -121,6 +131,7 @@ mod tests {
         let upstream = [
             Error::unavailable("down"),
             Error::Timeout(Duration::from_secs(1)),
+            Error::ForwardTimeout(Duration::from_secs(30)),
             Error::Reply("ERR x".into()),
         ];
         for e in upstream {

@@ -40,8 +40,10 @@
 pub mod app;
 pub mod backend;
 pub mod cache;
+pub mod commands;
 pub mod config;
 pub mod error;
+pub mod forward;
 pub mod http;
 pub mod lookup;
 pub mod metrics;

@@ -68,6 +68,7 @@ pub struct Backend {
     broken: Notify,
     coherence: Arc<dyn Coherence>,
     metrics: Arc<Metrics>,
+    barrier: Barrier,
 }
 
 impl Backend {
@@ -105,6 +106,7 @@ impl Backend {
             broken: Notify::new(),
             coherence,
             metrics,
+            barrier: Barrier::default(),
         })
     }
 
@@ -433,5 +435,61 @@ fn server_error_text(e: &redis::ServerError) -> std::sync::Arc<str> {
     match e.details() {
         Some(details) => format!("{} {details}", e.code()).into(),
         None => e.code().into(),
+    }
+}
+
+/// Writes waiting for the invalidations they caused to be applied, and
+/// whether a task is sending the PINGs that release them.
+#[derive(Default)]
+pub(crate) struct Barrier {
+    state: parking_lot::Mutex<(Vec<tokio::sync::oneshot::Sender<()>>, bool)>,
+}
+
+impl Backend {
+    /// Returns once every invalidation Redis queued for the proxy before
+    /// this call has been applied to the cache: a PING sent after the call
+    /// on the tracked connection has been answered (its reply follows those
+    /// pushes, and the reader applies pushes before it hands over later
+    /// replies). One PING serves every caller waiting when it is sent. If
+    /// the PING fails, everything cached is dropped instead, which is as
+    /// safe: what a read sends after that runs after the writes that came
+    /// before. Without a connection nothing is cached (it was dropped when
+    /// the connection went, and a new one drops it again before use).
+    pub async fn caught_up(self: &Arc<Self>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut state = self.barrier.state.lock();
+            state.0.push(tx);
+            !std::mem::replace(&mut state.1, true)
+        };
+        if start {
+            let this = Arc::clone(self);
+            tokio::spawn(async move { this.release_barriers().await });
+        }
+        let _ = rx.await;
+    }
+
+    async fn release_barriers(&self) {
+        loop {
+            let waiting = {
+                let mut state = self.barrier.state.lock();
+                if state.0.is_empty() {
+                    state.1 = false;
+                    return;
+                }
+                std::mem::take(&mut state.0)
+            };
+            self.metrics.write_barriers.inc();
+            if let Some((_, mut conn, _)) = self.connection() {
+                let ping = redis::cmd("PING");
+                let answered = tokio::time::timeout(self.timeout, ping.query_async::<Value>(&mut conn)).await;
+                if !matches!(answered, Ok(Ok(_))) {
+                    self.coherence.invalidate_all(FlushReason::Write);
+                }
+            }
+            for tx in waiting {
+                let _ = tx.send(());
+            }
+        }
     }
 }

@@ -28,6 +28,13 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    /// A name from the command table (lower case), or `other`: bounded.
+    pub command: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
 }
@@ -84,14 +91,18 @@ pub enum FlushReason {
     Connected,
     /// Redis refused `CLIENT TRACKING on`.
     TrackingRefused,
+    /// A write forwarded by the proxy that Redis does not report (SWAPDB),
+    /// or, without tracking, whose keys cannot be known.
+    Write,
 }
 
 impl FlushReason {
-    pub const ALL: [FlushReason; 4] = [
+    pub const ALL: [FlushReason; 5] = [
         FlushReason::Flushall,
         FlushReason::Disconnected,
         FlushReason::Connected,
         FlushReason::TrackingRefused,
+        FlushReason::Write,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -100,6 +111,7 @@ impl FlushReason {
             FlushReason::Disconnected => "disconnected",
             FlushReason::Connected => "connected",
             FlushReason::TrackingRefused => "tracking_refused",
+            FlushReason::Write => "write",
         }
     }
 }
@@ -191,6 +203,15 @@ pub struct Metrics {
     pub cache_flushes: Family<ReasonLabels, Counter>,
     pub clients_disconnected: Family<ReasonLabels, Counter>,
     pub tracking: Gauge,
+    /// RESP commands by name and outcome.
+    pub commands: Family<CommandLabels, Counter>,
+    /// Backend connections held for one client each, in use.
+    pub pinned: Gauge,
+    /// Backend connections open, by kind (`tracked`, `shared`, `pinned`,
+    /// `idle`).
+    pub backend_connections: Family<KindLabels, Gauge>,
+    /// Round trips spent waiting for the invalidations a write caused.
+    pub write_barriers: Counter,
     registry: Registry,
 }
 
@@ -222,6 +243,10 @@ impl Metrics {
             cache_flushes: Family::default(),
             clients_disconnected: Family::default(),
             tracking: Gauge::default(),
+            commands: Family::default(),
+            pinned: Gauge::default(),
+            backend_connections: Family::default(),
+            write_barriers: Counter::default(),
             registry: Registry::with_prefix("redis_proxy"),
         };
         m.register_front_ends();
@@ -338,6 +363,44 @@ impl Metrics {
             "1 while CLIENT TRACKING is on for the connection to Redis",
             tracking,
         );
+        r.register(
+            "commands",
+            "RESP commands answered, by command (or other) and outcome",
+            self.commands.clone(),
+        );
+        r.register(
+            "pinned_connections",
+            "Backend connections held for one client each (transactions, blocking, pub/sub, WAIT)",
+            self.pinned.clone(),
+        );
+        r.register(
+            "backend_connections",
+            "Backend connections open, by kind",
+            self.backend_connections.clone(),
+        );
+        r.register(
+            "write_barriers",
+            "Round trips that made writes wait for the invalidations they caused",
+            self.write_barriers.clone(),
+        );
+    }
+
+    /// A RESP command answered: `command` is a name from the command
+    /// table or `other`, so the label set stays bounded.
+    pub fn command(&self, command: &str, outcome: &'static str) {
+        self.commands
+            .get_or_create(&CommandLabels {
+                command: command.to_string(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// The gauge of open backend connections of `kind`.
+    pub fn backend_connections(&self, kind: &'static str) -> Gauge {
+        self.backend_connections
+            .get_or_create(&KindLabels { kind })
+            .clone()
     }
 
     /// The request metrics of one front end.

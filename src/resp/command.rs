@@ -1,7 +1,9 @@
 //! RESP commands as data. A request's arguments are parsed once into a
-//! [`Command`]: the name is looked up in [`SPECS`], the arity checked there
-//! (worded as Redis words it), the arguments put where the command wants
-//! them. `COMMAND` and `COMMAND COUNT` are read from the same table.
+//! [`Command`]: the commands the front end answers itself (or through the
+//! cache) are looked up in [`SPECS`], their arity checked there (worded as
+//! Redis words it), their arguments put where the command wants them.
+//! Every other command is [`Command::Forward`]: Redis checks it, and the
+//! command table from Redis (`crate::commands`) says what it does.
 
 use std::ops::Range;
 
@@ -17,8 +19,8 @@ pub enum Command {
     Mget(Vec<Bytes>),
     /// The whole command (`SET key value [options]`), as it may be forwarded.
     Set(Vec<Bytes>),
-    /// The whole command (`DEL key …`).
-    Del(Vec<Bytes>),
+    /// Any other command, whole, to be forwarded to Redis.
+    Forward(Vec<Bytes>),
     // The connection, answered locally.
     Ping(Option<Bytes>),
     Echo(Bytes),
@@ -30,61 +32,55 @@ pub enum Command {
         password: Bytes,
     },
     Select(Bytes),
-    /// The arguments after `CLIENT`, the subcommand first.
+    /// The arguments after `CLIENT`, the subcommand first (only the
+    /// subcommands answered locally; the others are forwarded).
     Client(Vec<Bytes>),
-    // Introspection, answered locally.
-    Info(Option<Bytes>),
-    /// The arguments after `CONFIG`, the subcommand first.
-    Config(Vec<Bytes>),
-    /// `COMMAND [subcommand]`.
-    Commands(Option<Bytes>),
+    Reset,
+    /// `INFO [section …]`: the backend's, with the proxy's section.
+    Info(Vec<Bytes>),
 }
 
 /// What the table says of a command: Redis's arity (n: exactly n
-/// arguments, name included; -n: at least n), the most it takes where the
-/// command itself limits it, and its key positions for `COMMAND`.
+/// arguments, name included; -n: at least n), and the most it takes where
+/// the command itself limits it.
 pub struct Spec {
     pub name: &'static str,
     pub arity: i64,
     pub max_args: Option<usize>,
-    /// First key, last key (-1: the last argument), step; 0 for none.
-    pub keys: (i64, i64, i64),
 }
 
-const fn spec(name: &'static str, arity: i64, keys: (i64, i64, i64)) -> Spec {
+const fn spec(name: &'static str, arity: i64) -> Spec {
     Spec {
         name,
         arity,
         max_args: None,
-        keys,
     }
 }
 
-const NONE: (i64, i64, i64) = (0, 0, 0);
-
-/// Every command served, in the order `COMMAND` lists them.
+/// Every command answered here (or through the cache).
 pub const SPECS: &[Spec] = &[
-    spec("get", 2, (1, 1, 1)),
-    spec("mget", -2, (1, -1, 1)),
-    spec("set", -3, (1, 1, 1)),
-    spec("del", -2, (1, -1, 1)),
+    spec("get", 2),
+    spec("mget", -2),
+    spec("set", -3),
     Spec {
         max_args: Some(2),
-        ..spec("ping", -1, NONE)
+        ..spec("ping", -1)
     },
-    spec("echo", 2, NONE),
-    spec("quit", -1, NONE),
-    spec("hello", -1, NONE),
+    spec("echo", 2),
+    spec("quit", -1),
+    spec("hello", -1),
     Spec {
         max_args: Some(3),
-        ..spec("auth", -2, NONE)
+        ..spec("auth", -2)
     },
-    spec("select", 2, NONE),
-    spec("client", -2, NONE),
-    spec("config", -2, NONE),
-    spec("info", -1, NONE),
-    spec("command", -1, NONE),
+    spec("select", 2),
+    spec("client", -2),
+    spec("info", -1),
+    spec("reset", 1),
 ];
+
+/// The CLIENT subcommands answered locally; the rest are forwarded.
+const LOCAL_CLIENT: &[&str] = &["setname", "getname", "id", "setinfo", "info", "tracking", "help"];
 
 /// The table entry for a command name, whatever its case.
 pub fn spec_of(name: &[u8]) -> Option<&'static Spec> {
@@ -111,8 +107,16 @@ impl Command {
     /// arguments.
     pub fn parse(mut args: Vec<Bytes>) -> Result<Command, Error> {
         let Some(spec) = spec_of(&args[0]) else {
-            return Err(unknown(&args));
+            return Ok(Command::Forward(args));
         };
+        if spec.name == "client"
+            && let Some(sub) = args.get(1)
+            && !LOCAL_CLIENT
+                .iter()
+                .any(|l| sub.eq_ignore_ascii_case(l.as_bytes()))
+        {
+            return Ok(Command::Forward(args));
+        }
         let n = args.len();
         let fits = if spec.arity >= 0 {
             n == spec.arity as usize
@@ -125,12 +129,13 @@ impl Command {
                 format!("wrong number of arguments for '{}' command", spec.name),
             ));
         }
-        if matches!(spec.name, "set" | "del") {
-            // Kept whole: a write may be forwarded as it came.
-            return Ok(if spec.name == "set" {
+        if spec.name == "set" {
+            // A plain SET goes through the cache; with options (EX, NX,
+            // GET…) Redis decides, and it is forwarded like any write.
+            return Ok(if n == 3 {
                 Command::Set(args)
             } else {
-                Command::Del(args)
+                Command::Forward(args)
             });
         }
         args.remove(0);
@@ -153,9 +158,8 @@ impl Command {
             },
             "select" => Command::Select(first()),
             "client" => Command::Client(rest),
-            "config" => Command::Config(rest),
-            "info" => Command::Info(rest.into_iter().next()),
-            "command" => Command::Commands(rest.into_iter().next()),
+            "info" => Command::Info(rest),
+            "reset" => Command::Reset,
             other => unreachable!("{other} is in SPECS but not parsed"),
         })
     }
@@ -165,22 +169,24 @@ impl Command {
     pub fn needs_auth(&self) -> bool {
         !matches!(
             self,
-            Command::Ping(_) | Command::Quit | Command::Hello(_) | Command::Auth { .. }
+            Command::Ping(_) | Command::Quit | Command::Hello(_) | Command::Auth { .. } | Command::Reset
         )
     }
-}
 
-/// `ERR unknown command 'NAME', with args beginning with: 'a' 'b' `, as
-/// Redis says it.
-fn unknown(args: &[Bytes]) -> Error {
-    let mut msg = format!(
-        "unknown command '{}', with args beginning with: ",
-        printable(&args[0])
-    );
-    for a in args[1..].iter().take(8) {
-        msg.push_str(&format!("'{}' ", printable(a)));
+    /// The command as a client would send it, to be forwarded (a cached or
+    /// local command, when the client's state sends it to Redis instead).
+    pub fn into_args(self) -> Option<Vec<Bytes>> {
+        let name = |n: &'static str| Bytes::from_static(n.as_bytes());
+        Some(match self {
+            Command::Get(key) => vec![name("GET"), key],
+            Command::Mget(keys) => std::iter::once(name("MGET")).chain(keys).collect(),
+            Command::Set(args) | Command::Forward(args) => args,
+            Command::Ping(message) => std::iter::once(name("PING")).chain(message).collect(),
+            Command::Echo(message) => vec![name("ECHO"), message],
+            Command::Info(sections) => std::iter::once(name("INFO")).chain(sections).collect(),
+            _ => return None,
+        })
     }
-    Error::redis("ERR", msg)
 }
 
 /// A client's bytes, made safe to quote in an error line.
@@ -214,7 +220,11 @@ mod tests {
         );
         assert_eq!(
             parse(&["SET", "k", "v", "EX", "1"]).unwrap(),
-            Command::Set(["SET", "k", "v", "EX", "1"].map(b).to_vec())
+            Command::Forward(["SET", "k", "v", "EX", "1"].map(b).to_vec())
+        );
+        assert_eq!(
+            parse(&["SET", "k", "v"]).unwrap(),
+            Command::Set(["SET", "k", "v"].map(b).to_vec())
         );
         assert_eq!(parse(&["PING"]), Ok(Command::Ping(None)));
         assert_eq!(
@@ -224,7 +234,11 @@ mod tests {
                 password: b("p")
             })
         );
-        assert_eq!(parse(&["info"]), Ok(Command::Info(None)));
+        assert_eq!(parse(&["info"]), Ok(Command::Info(Vec::new())));
+        assert_eq!(
+            parse(&["client", "list"]),
+            Ok(Command::Forward(vec![b("client"), b("list")]))
+        );
     }
 
     #[test]
@@ -237,14 +251,14 @@ mod tests {
         assert_eq!(parse(&["PING", "a", "b"]), wrong("ping"));
         assert_eq!(parse(&["AUTH", "a", "b", "c"]), wrong("auth"));
         assert_eq!(parse(&["SELECT"]), wrong("select"));
-        assert_eq!(parse(&["CONFIG"]), wrong("config"));
+        assert_eq!(parse(&["RESET", "x"]), wrong("reset"));
     }
 
     #[test]
-    fn unknown_commands_quote_their_first_arguments() {
+    fn other_commands_are_forwarded_whole() {
         assert_eq!(
-            parse(&["HGETALL", "h\r\n"]),
-            Err("ERR unknown command 'HGETALL', with args beginning with: 'h??' ".into())
+            parse(&["HGETALL", "h"]),
+            Ok(Command::Forward(vec![b("HGETALL"), b("h")]))
         );
     }
 
@@ -260,6 +274,6 @@ mod tests {
                 before.push(s.name);
             }
         }
-        assert_eq!(before, ["ping", "quit", "hello", "auth"]);
+        assert_eq!(before, ["ping", "quit", "hello", "auth", "reset"]);
     }
 }

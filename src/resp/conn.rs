@@ -37,15 +37,17 @@ const MAX_BATCH: usize = 1024;
 const MAX_GET_RUN: usize = 64;
 
 /// A connection's buffers and state.
-struct Conn<S> {
-    app: Arc<App>,
-    stream: S,
-    session: Session,
-    input: BytesMut,
-    output: Output,
+pub(super) struct Conn<S> {
+    pub(super) app: Arc<App>,
+    pub(super) stream: S,
+    pub(super) session: Session,
+    pub(super) input: BytesMut,
+    pub(super) output: Output,
     /// Commands taken from the input and not answered yet (each parsed,
     /// or the error that answers it).
-    pending: VecDeque<Result<Command, Error>>,
+    pub(super) pending: VecDeque<Result<Command, Error>>,
+    /// Whether the last reply from a pinned connection was not an error.
+    pub(super) last_reply_ok: bool,
     /// A protocol error found after the pending commands.
     broken: Option<String>,
     /// Where the arguments of the command being parsed are (reused), and
@@ -82,6 +84,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(app: Arc<App>, stream: S, 
         run_keys: Vec::new(),
         run_found: Vec::new(),
         queued: VecDeque::new(),
+        last_reply_ok: false,
     };
     conn.run(shutdown).await;
 }
@@ -119,15 +122,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             let idle = self.app.idle_timeout;
             let authed = self.session.authed;
+            // Subscribed: messages come whenever Redis sends them.
+            let streaming = self.session.pin.as_mut().filter(|p| p.streaming());
+            let is_streaming = streaming.is_some();
+            let frame = async {
+                match streaming {
+                    Some(pin) => pin.frame().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return None,
+                frame = frame => {
+                    match frame {
+                        Ok(frame) => self.on_frame(frame),
+                        Err(_) => {
+                            // The subscribed connection is gone: so is the client's state.
+                            self.session.pin = None;
+                            return None;
+                        }
+                    }
+                    continue;
+                }
                 read = self.stream.read_buf(&mut self.input) => match read {
                     Ok(0) | Err(_) => return None,
                     Ok(_) => {}
                 },
                 _ = tokio::time::sleep_until(auth_by), if !authed => return Some(Disconnect::AuthTimeout),
-                _ = tokio::time::sleep(idle.unwrap_or_default()), if idle.is_some() => {
+                _ = tokio::time::sleep(idle.unwrap_or_default()), if idle.is_some() && !is_streaming => {
                     return Some(Disconnect::Idle);
                 }
             }
@@ -237,7 +260,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         while let Some(command) = self.pending.pop_front() {
             let start = Instant::now();
             match command {
-                Ok(Command::Get(key)) if self.session.authed && self.next_is_get() => {
+                Ok(Command::Get(key)) if self.session.reads_cache(&self.app) && self.next_is_get() => {
                     self.take_get_run(key);
                     let lookup = &self.app.lookup;
                     lookup.get_each_into(&self.run_keys, &mut self.run_found).await;
@@ -252,7 +275,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     }
                     self.app.resp_metrics.record_run(&outcomes, start.elapsed());
                 }
-                Ok(Command::Mget(keys)) if self.session.authed => {
+                Ok(Command::Mget(keys)) if self.session.reads_cache(&self.app) => {
                     match data::mget_each(&self.app, &keys).await {
                         Ok((values, outcome)) => {
                             array_header(values.len(), &mut self.output);
@@ -264,8 +287,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         }
                     }
                 }
+                Ok(command) if self.session.authed && self.to_redis(&command) => {
+                    let args = command.into_args().expect("only commands that can be forwarded");
+                    if self.forward(args, start).await == Then::Close {
+                        return Then::Close;
+                    }
+                }
+                Ok(Command::Forward(args)) => {
+                    if self.forward(args, start).await == Then::Close {
+                        return Then::Close;
+                    }
+                }
                 command => {
                     let answer = match command {
+                        Ok(command) if self.pinned_refuses(&command) => {
+                            if let Some(pin) = self.session.pin.as_mut() {
+                                pin.refused_in_multi();
+                            }
+                            super::refused(&Error::redis(
+                                "ERR",
+                                "this command cannot be used through this proxy inside a transaction or \
+                                 while subscribed",
+                            ))
+                        }
                         Ok(command) => execute(&self.app, &mut self.session, command).await,
                         Err(e) => super::refused(&e),
                     };
@@ -296,6 +340,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Then::Continue
     }
 
+    /// Whether a command the front end could answer goes to Redis instead:
+    /// reads off the cached database or inside a transaction, WATCH or
+    /// subscription, and what Redis must queue or answer in order there.
+    fn to_redis(&self, command: &Command) -> bool {
+        let holds = self.session.pin.as_ref().is_some_and(|p| p.holds_reads());
+        match command {
+            Command::Get(_) | Command::Mget(_) | Command::Set(_) => !self.session.reads_cache(&self.app),
+            Command::Ping(_) | Command::Echo(_) | Command::Info(_) => holds,
+            Command::Select(_) => self.session.pin.is_some() && !holds,
+            _ => false,
+        }
+    }
+
+    /// Connection commands refused inside a transaction or subscription
+    /// (their effect would be the proxy's, not queued by Redis).
+    fn pinned_refuses(&self, command: &Command) -> bool {
+        let holds = self.session.pin.as_ref().is_some_and(|p| p.holds_reads());
+        holds
+            && matches!(
+                command,
+                Command::Hello(_) | Command::Auth { .. } | Command::Select(_) | Command::Client(_)
+            )
+    }
+
     fn next_is_get(&self) -> bool {
         matches!(self.pending.front(), Some(Ok(Command::Get(_))))
     }
@@ -313,7 +381,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Encodes an answer and counts it; what the connection does next.
-    fn reply(&mut self, (reply, outcome, then): Answer, start: Instant) -> Then {
+    pub(super) fn reply(&mut self, (reply, outcome, then): Answer, start: Instant) -> Then {
         encode(&reply, self.session.proto, &mut self.output);
         self.app.resp_metrics.record(outcome, start);
         then
@@ -327,6 +395,8 @@ impl Session {
             proto: Proto::Resp2,
             authed: !app.requires_password(),
             name: None,
+            db: app.forwarder.default_db(),
+            pin: None,
         }
     }
 }

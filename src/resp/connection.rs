@@ -1,11 +1,13 @@
 //! The connection commands, answered locally: PING, HELLO, AUTH, SELECT,
-//! CLIENT (ECHO and QUIT need no code of their own).
+//! RESET, and CLIENT SETNAME|GETNAME|ID|SETINFO|INFO (ECHO and QUIT need no
+//! code of their own). HELLO reports the backend's version; SELECT checks
+//! the database exists in Redis.
 
 use bytes::Bytes;
 
 use super::command::printable;
 use super::encode::{Proto, Reply};
-use super::{Answer, REDIS_VERSION, Session, ok, refused};
+use super::{Answer, Session, ok, refused};
 use crate::app::App;
 use crate::error::Error;
 
@@ -15,15 +17,29 @@ pub fn ping(message: Option<Bytes>) -> Answer {
     ok(message.map_or(Reply::simple("PONG"), Reply::Bulk))
 }
 
-pub fn select(db: &[u8]) -> Answer {
-    if db == b"0" {
-        ok(Reply::ok())
-    } else {
-        refused(&Error::redis(
-            "ERR",
-            "DB index is out of range (this proxy serves database 0 of its Redis)",
-        ))
+/// `SELECT n`: later commands go to database n, over the connections
+/// shared by the clients on it (GETs there are forwarded, not cached).
+pub async fn select(app: &App, session: &mut Session, db: &[u8]) -> Answer {
+    let Some(n) = std::str::from_utf8(db).ok().and_then(|s| s.parse::<i64>().ok()) else {
+        return refused(&Error::redis("ERR", "value is not an integer or out of range"));
+    };
+    if n != app.forwarder.default_db()
+        && let Err(e) = app.forwarder.check_db(session.protocol(), n).await
+    {
+        return refused(&e);
     }
+    session.db = n;
+    ok(Reply::ok())
+}
+
+/// `RESET`: as a new connection (its pinned connection closed).
+pub fn reset(app: &App, session: &mut Session) -> Answer {
+    session.pin = None;
+    session.proto = Proto::Resp2;
+    session.db = app.forwarder.default_db();
+    session.name = None;
+    session.authed = !app.requires_password();
+    ok(Reply::simple("RESET"))
 }
 
 /// `AUTH [user] password` against `--client-password`; the only user is
@@ -45,7 +61,7 @@ pub fn auth(app: &App, session: &mut Session, user: Option<&[u8]>, password: &[u
 }
 
 /// `HELLO [2|3] [AUTH user pass] [SETNAME name]`.
-pub fn hello(app: &App, session: &mut Session, args: &[Bytes]) -> Answer {
+pub async fn hello(app: &App, session: &mut Session, args: &[Bytes]) -> Answer {
     let mut proto = session.proto;
     let mut rest = args;
     if let Some(v) = args.first() {
@@ -83,15 +99,33 @@ pub fn hello(app: &App, session: &mut Session, args: &[Bytes]) -> Answer {
              the RESP protocol version at the same time",
         ));
     }
+    if proto != session.proto && session.pin.is_some() {
+        return refused(&Error::redis(
+            "ERR",
+            "HELLO cannot change the protocol through this proxy while a transaction, WATCH, \
+             subscription or WAIT holds a connection",
+        ));
+    }
     session.proto = proto;
     session.authed = authed;
     if name.is_some() {
         session.name = name;
     }
     let proto_num = if proto == Proto::Resp3 { 3 } else { 2 };
+    // The backend's version: clients enable features by it. Connecting
+    // reads it, if no connection has yet.
+    if app.forwarder.server().version.is_empty() {
+        let _ = app.forwarder.table().await;
+    }
+    let server = app.forwarder.server();
+    let version = if server.version.is_empty() {
+        "unknown".to_string()
+    } else {
+        server.version
+    };
     ok(Reply::Map(vec![
         (Reply::bulk("server"), Reply::bulk("redis")),
-        (Reply::bulk("version"), Reply::bulk(REDIS_VERSION)),
+        (Reply::bulk("version"), Reply::bulk(version)),
         (Reply::bulk("proto"), Reply::Int(proto_num)),
         (Reply::bulk("id"), Reply::Int(session.id as i64)),
         (Reply::bulk("mode"), Reply::bulk("standalone")),
@@ -100,7 +134,7 @@ pub fn hello(app: &App, session: &mut Session, args: &[Bytes]) -> Answer {
     ]))
 }
 
-/// `CLIENT SETNAME|GETNAME|SETINFO|ID`.
+/// `CLIENT SETNAME|GETNAME|SETINFO|ID|INFO`; `CLIENT TRACKING` is refused.
 pub fn client(session: &mut Session, args: &[Bytes]) -> Answer {
     let sub = &args[0];
     let is = |name: &str| sub.eq_ignore_ascii_case(name.as_bytes());
@@ -118,6 +152,22 @@ pub fn client(session: &mut Session, args: &[Bytes]) -> Answer {
         1 if is("GETNAME") => ok(session.name.clone().map_or(Reply::Null, Reply::Bulk)),
         3 if is("SETINFO") => ok(Reply::ok()),
         1 if is("ID") => ok(Reply::Int(session.id as i64)),
+        1 if is("INFO") => {
+            let proto = if session.proto == Proto::Resp3 { 3 } else { 2 };
+            let name = session.name.as_deref().map(printable).unwrap_or_default();
+            let (multi, watch) = session.pin.as_ref().map_or((-1, 0), |p| p.info());
+            ok(Reply::Bulk(
+                format!(
+                    "id={} name={name} db={} multi={multi} watch={watch} resp={proto} lib-name= lib-ver=\n",
+                    session.id, session.db
+                )
+                .into(),
+            ))
+        }
+        _ if is("TRACKING") => refused(&Error::redis(
+            "ERR",
+            "CLIENT TRACKING is not supported through this proxy",
+        )),
         _ => refused(&Error::redis(
             "ERR",
             format!(

@@ -57,6 +57,11 @@ impl Output {
         self.buf.put_slice(s);
     }
 
+    /// A reply already encoded (by Redis), passed on as it is.
+    pub fn put_raw(&mut self, reply: &Bytes) {
+        self.put_value(reply);
+    }
+
     /// A value: copied if small, else queued as it is.
     fn put_value(&mut self, v: &Bytes) {
         if v.len() < SHARE_FROM {

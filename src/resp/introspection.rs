@@ -1,106 +1,71 @@
-//! What a client may ask about the server: INFO, CONFIG GET, COMMAND.
-//! Enough for redis-cli, redis-benchmark and clients that look before they
-//! leap; nothing here changes behaviour.
+//! `INFO`: the backend's, so `redis_version`, `arch_bits` and the rest are
+//! the backend's truth, with a `# Proxy` section added. (COMMAND and
+//! CONFIG GET are forwarded: their replies are the backend's too.)
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use super::command::SPECS;
 use super::encode::Reply;
-use super::{Answer, REDIS_VERSION, ok, refused};
+use super::{Answer, Session, ok, refused};
 use crate::app::App;
 use crate::config::Invalidation;
 use crate::error::Error;
-use crate::metrics::FrontendLabels;
+use crate::forward::pack;
 
-/// What CONFIG GET reports.
-const CONFIG: &[(&str, &str)] = &[
-    ("save", ""),
-    ("appendonly", "no"),
-    ("databases", "1"),
-    ("maxmemory", "0"),
-];
-
-/// `CONFIG GET pattern …` (patterns: a name, or `*`).
-pub fn config(args: &[Bytes]) -> Answer {
-    if !(args[0].eq_ignore_ascii_case(b"GET") && args.len() >= 2) {
-        return refused(&Error::redis("ERR", "only CONFIG GET is served by this proxy"));
-    }
-    let mut pairs = Vec::new();
-    for pattern in &args[1..] {
-        for (k, v) in CONFIG {
-            if &pattern[..] == b"*" || pattern.eq_ignore_ascii_case(k.as_bytes()) {
-                pairs.push((Reply::bulk(*k), Reply::bulk(*v)));
-            }
-        }
-    }
-    ok(Reply::Map(pairs))
-}
-
-/// `COMMAND`, `COMMAND COUNT`, `COMMAND DOCS`, from the command table.
-pub fn command(sub: Option<&[u8]>) -> Answer {
-    match sub {
-        None => ok(Reply::Array(
-            SPECS
-                .iter()
-                .map(|s| {
-                    let (first, last, step) = s.keys;
-                    Reply::Array(vec![
-                        Reply::bulk(s.name),
-                        Reply::Int(s.arity),
-                        Reply::Array(Vec::new()),
-                        Reply::Int(first),
-                        Reply::Int(last),
-                        Reply::Int(step),
-                    ])
-                })
-                .collect(),
-        )),
-        Some(sub) if sub.eq_ignore_ascii_case(b"COUNT") => ok(Reply::Int(SPECS.len() as i64)),
-        Some(sub) if sub.eq_ignore_ascii_case(b"DOCS") => ok(Reply::Map(Vec::new())),
-        Some(_) => refused(&Error::redis(
-            "ERR",
-            "only COMMAND, COMMAND COUNT and COMMAND DOCS are served by this proxy",
-        )),
-    }
-}
-
-/// `INFO [section]`: `# Server`, `# Clients`, `# Proxy`.
-pub fn info(app: &App, section: Option<&Bytes>) -> Answer {
-    let everything = |w: &Bytes| {
-        ["all", "everything", "default"]
-            .iter()
-            .any(|a| w.eq_ignore_ascii_case(a.as_bytes()))
+/// `INFO [section …]`.
+pub async fn info(app: &App, session: &Session, sections: &[Bytes]) -> Answer {
+    let mut args: Vec<Bytes> = vec![Bytes::from_static(b"INFO")];
+    args.extend(sections.iter().cloned());
+    let mut packed = BytesMut::new();
+    pack(&args, &mut packed);
+    let reply = match app
+        .forwarder
+        .send(session.protocol(), session.db, packed.freeze(), 1)
+        .await
+    {
+        Ok(mut replies) => replies.pop().unwrap_or_default(),
+        Err(e) => return refused(&e),
     };
-    let want = |s: &str| section.is_none_or(|w| w.eq_ignore_ascii_case(s.as_bytes()) || everything(w));
-    let mut out = String::new();
-    if want("server") {
-        out.push_str(&format!(
-            "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\n\
-             proxy:redis-proxy\r\nproxy_version:{}\r\nprocess_id:{}\r\nuptime_in_seconds:{}\r\n\r\n",
-            env!("CARGO_PKG_VERSION"),
-            std::process::id(),
-            app.started.elapsed().as_secs(),
-        ));
-    }
-    if want("clients") {
-        let open: i64 = ["http", "resp"]
-            .iter()
-            .map(|f| {
-                let labels = FrontendLabels { frontend: f };
-                app.metrics.connections.get_or_create(&labels).get()
+    let Ok(value) = redis::parse_redis_value(&reply) else {
+        return refused(&Error::Reply("INFO: a reply that is not RESP".into()));
+    };
+    let mut text = match value {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+        redis::Value::VerbatimString { text, .. } => text,
+        redis::Value::ServerError(e) => {
+            let line = match e.details() {
+                Some(d) => format!("{} {d}", e.code()),
+                None => e.code().to_string(),
+            };
+            return (
+                Reply::error(line),
+                crate::metrics::Outcome::Ok,
+                super::Then::Continue,
+            );
+        }
+        other => return refused(&Error::Reply(format!("INFO answered {other:?}").into())),
+    };
+    let wanted = |name: &str| {
+        sections.is_empty()
+            || sections.iter().any(|s| {
+                ["all", "everything", "default", name]
+                    .iter()
+                    .any(|w| s.eq_ignore_ascii_case(w.as_bytes()))
             })
-            .sum();
-        out.push_str(&format!("# Clients\r\nconnected_clients:{open}\r\n\r\n"));
+    };
+    if wanted("proxy") {
+        if !text.is_empty() && !text.ends_with("\r\n\r\n") {
+            text.push_str("\r\n");
+        }
+        text.push_str(&proxy_section(app));
     }
-    if want("proxy") {
-        out.push_str(&proxy_section(app));
-    }
-    ok(Reply::Bulk(out.into()))
+    ok(Reply::Bulk(text.into()))
 }
 
 fn proxy_section(app: &App) -> String {
     let m = &app.metrics;
-    let fields: [(&str, String); 12] = [
+    let fields: [(&str, String); 15] = [
+        ("proxy", "redis-proxy".into()),
+        ("proxy_version", env!("CARGO_PKG_VERSION").into()),
         ("cache_hits", m.hits.get().to_string()),
         ("cache_misses", m.misses.get().to_string()),
         ("cache_entries", m.entries.get().to_string()),
@@ -126,6 +91,7 @@ fn proxy_section(app: &App) -> String {
         ),
         ("invalidations", m.invalidations.get().to_string()),
         ("cache_flushes", m.flushes().to_string()),
+        ("pinned_connections", m.pinned.get().to_string()),
     ];
     let mut out = String::from("# Proxy\r\n");
     for (name, value) in fields {

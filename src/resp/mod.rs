@@ -2,17 +2,21 @@
 //! same [`Lookup`](crate::lookup::Lookup) as HTTP.
 //!
 //! - `parse`: bytes → requests (pure, fuzzed); `encode`: replies → bytes
-//! - `command`: requests → commands, with the table of what is served
+//! - `command`: requests → commands, with the table of what is answered
+//!   here; everything else is forwarded
 //! - `conn`: one connection's loop, buffers and pipelining
-//! - `data` (GET, MGET, SET, DEL), `connection` (HELLO, AUTH, CLIENT,
-//!   SELECT, PING, ECHO, QUIT), `introspection` (INFO, CONFIG, COMMAND):
-//!   the answers, by kind
+//! - `forwarding`: commands sent to Redis, on shared connections in
+//!   batches or on the client's pinned connection (transactions, WATCH,
+//!   blocking commands, subscriptions, WAIT); what is refused and why
+//! - `data` (GET, MGET, SET), `connection` (HELLO, AUTH, CLIENT, SELECT,
+//!   PING, ECHO, QUIT, RESET), `introspection` (INFO): the answers, by kind
 
 mod command;
 mod conn;
 mod connection;
 mod data;
 pub mod encode;
+mod forwarding;
 mod introspection;
 pub mod parse;
 
@@ -26,15 +30,34 @@ use crate::metrics::Outcome;
 use command::Command;
 use encode::{Proto, Reply};
 
-/// What HELLO and INFO say: clients check it to enable features.
-pub const REDIS_VERSION: &str = "7.4.0";
-
 /// What a connection's commands read and change.
 struct Session {
     id: u64,
     proto: Proto,
     authed: bool,
     name: Option<Bytes>,
+    /// The database SELECTed (the cache holds `--redis-url`'s only).
+    db: i64,
+    /// A backend connection of this client's own, while it needs one.
+    pin: Option<forwarding::Pin>,
+}
+
+impl Session {
+    /// Whether GET and MGET may be answered from the cache: on the cached
+    /// database, and not inside a transaction, WATCH or subscription
+    /// (whose reads must reach Redis, in order).
+    fn reads_cache(&self, app: &App) -> bool {
+        self.authed
+            && self.db == app.forwarder.default_db()
+            && self.pin.as_ref().is_none_or(|p| !p.holds_reads())
+    }
+
+    fn protocol(&self) -> redis::ProtocolVersion {
+        match self.proto {
+            Proto::Resp2 => redis::ProtocolVersion::RESP2,
+            Proto::Resp3 => redis::ProtocolVersion::RESP3,
+        }
+    }
 }
 
 /// What a command asks of the connection after its reply.
@@ -71,16 +94,15 @@ async fn execute(app: &App, session: &mut Session, command: Command) -> Answer {
             Err(answer) => answer,
         },
         Command::Set(args) => data::set(app, args).await,
-        Command::Del(args) => data::del(app, args).await,
         Command::Ping(message) => connection::ping(message),
         Command::Echo(message) => ok(Reply::Bulk(message)),
         Command::Quit => (Reply::ok(), Outcome::Ok, Then::Close),
-        Command::Hello(args) => connection::hello(app, session, &args),
+        Command::Hello(args) => connection::hello(app, session, &args).await,
         Command::Auth { user, password } => connection::auth(app, session, user.as_deref(), &password),
-        Command::Select(db) => connection::select(&db),
+        Command::Select(db) => connection::select(app, session, &db).await,
         Command::Client(args) => connection::client(session, &args),
-        Command::Info(section) => introspection::info(app, section.as_ref()),
-        Command::Config(args) => introspection::config(&args),
-        Command::Commands(sub) => introspection::command(sub.as_deref()),
+        Command::Reset => connection::reset(app, session),
+        Command::Info(sections) => introspection::info(app, session, &sections).await,
+        Command::Forward(_) => unreachable!("forwarded commands are answered by forwarding"),
     }
 }

@@ -1,0 +1,253 @@
+//! Everything that is not a cached read: commands forwarded to Redis as
+//! the client sent them, their replies passed back as Redis wrote them.
+//!
+//! - `shared`: one connection per protocol and database, shared by every
+//!   client on it, pipelined. Redis shapes some replies per protocol
+//!   (ZRANGE WITHSCORES, HGETALL, XREAD, CONFIG GET), so a RESP3 client's
+//!   commands go on a RESP3 connection and a RESP2 client's on a RESP2 one.
+//! - [`Pinned`]: a connection of one client's own, for the state a shared
+//!   connection cannot carry (a transaction or WATCH, a blocking command,
+//!   subscriptions, WAIT), bounded by `--max-pinned-connections`.
+//! - the command table ([`crate::commands`]), loaded from Redis on every new
+//!   shared connection.
+//! - read-your-writes: [`Forwarder::after_write`].
+//!
+//! # Read-your-writes
+//!
+//! When a client has the reply to a write sent through the proxy, no later
+//! read through this proxy returns what the write replaced. The proxy does
+//! not try to know which keys a write touched (a script may touch keys it
+//! did not declare; a transaction, RENAME or FLUSHDB touch several): it
+//! lets Redis say so. Every key the cache holds was read on the tracked
+//! connection, so Redis invalidates it for the proxy whenever it changes,
+//! whoever changes it. Redis queues that invalidation on the tracked
+//! connection while it runs the write, before it writes the write's reply.
+//! So a write's reply is held until a PING, sent on the tracked connection
+//! *after* that reply arrived, has been answered: the invalidation was
+//! queued ahead of the PING, and the connection's reader applies pushes
+//! before it hands over the replies that follow them. Reads already in
+//! flight were stamped before that invalidation bumped their key's
+//! generation, so they do not insert the old value. One PING serves every
+//! write waiting when it is sent (see [`crate::backend::Backend::caught_up`]).
+//!
+//! Two writes Redis does not report: SWAPDB (no invalidation at all), and
+//! anything when tracking is off (`--invalidation ttl`). After a SWAPDB
+//! the whole cache is dropped; in `ttl` mode the write's keys are dropped
+//! when they can be known from the command, and the whole cache when they
+//! cannot (scripts, transactions, FLUSHDB…).
+
+mod link;
+mod pinned;
+pub mod reply;
+mod shared;
+
+pub use link::{Server, Target, pack};
+pub use pinned::Pinned;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use redis::ProtocolVersion;
+use tokio::sync::Semaphore;
+
+use crate::backend::{Backend, Coherence};
+use crate::commands::Table;
+use crate::config::Invalidation;
+use crate::error::Error;
+use crate::metrics::{FlushReason, Metrics};
+use shared::Shared;
+
+/// Which shared connection: the protocol (RESP3 or not) and the database.
+type Key = (bool, i64);
+
+/// Idle connections kept for pinning again, per protocol and database.
+const IDLE_PER_KEY: usize = 8;
+
+pub struct Forwarder {
+    target: Target,
+    shared: Mutex<HashMap<Key, Shared>>,
+    /// Held while connecting, so that clients arriving together open one
+    /// connection, not one each.
+    connecting: tokio::sync::Mutex<()>,
+    table: RwLock<Option<Arc<Table>>>,
+    server: RwLock<Server>,
+    idle: Mutex<HashMap<Key, Vec<link::Link>>>,
+    pins: Arc<Semaphore>,
+    max_pinned: usize,
+    /// `--forward-timeout`; None: no limit.
+    pub timeout: Option<Duration>,
+    backend: Arc<Backend>,
+    coherence: Arc<dyn Coherence>,
+    metrics: Arc<Metrics>,
+}
+
+impl Forwarder {
+    pub fn new(
+        target: Target,
+        max_pinned: usize,
+        timeout: Option<Duration>,
+        backend: Arc<Backend>,
+        coherence: Arc<dyn Coherence>,
+        metrics: Arc<Metrics>,
+    ) -> Forwarder {
+        Forwarder {
+            target,
+            shared: Mutex::default(),
+            connecting: tokio::sync::Mutex::new(()),
+            table: RwLock::new(None),
+            server: RwLock::new(Server::default()),
+            idle: Mutex::default(),
+            pins: Arc::new(Semaphore::new(max_pinned)),
+            max_pinned,
+            timeout,
+            backend,
+            coherence,
+            metrics,
+        }
+    }
+
+    /// The database of `--redis-url`: the one the cache holds.
+    pub fn default_db(&self) -> i64 {
+        self.target.db
+    }
+
+    /// The command table, loading it (connecting) if it never was.
+    pub async fn table(&self) -> Result<Arc<Table>, Error> {
+        if let Some(table) = self.table_now() {
+            return Ok(table);
+        }
+        self.shared(ProtocolVersion::RESP2, self.target.db).await?;
+        self.table_now()
+            .ok_or_else(|| Error::unavailable("the command table could not be read from Redis"))
+    }
+
+    pub fn table_now(&self) -> Option<Arc<Table>> {
+        self.table.read().clone()
+    }
+
+    /// What Redis said of itself on the last connection.
+    pub fn server(&self) -> Server {
+        self.server.read().clone()
+    }
+
+    /// Sends `bytes` (`count` commands) on the shared connection of `proto`
+    /// and `db`, and returns their replies, under `--forward-timeout`.
+    pub async fn send(
+        &self,
+        proto: ProtocolVersion,
+        db: i64,
+        bytes: Bytes,
+        count: usize,
+    ) -> Result<Vec<Bytes>, Error> {
+        let shared = self.shared(proto, db).await?;
+        self.metrics.backend_requests.inc();
+        let replies = match self.timeout {
+            Some(limit) => match tokio::time::timeout(limit, shared.send(bytes, count)).await {
+                Ok(replies) => replies,
+                Err(_) => {
+                    self.metrics.backend_error("timeout");
+                    return Err(Error::ForwardTimeout(limit));
+                }
+            },
+            None => shared.send(bytes, count).await,
+        };
+        if replies.is_err() {
+            self.metrics.backend_error("unavailable");
+        }
+        replies
+    }
+
+    async fn shared(&self, proto: ProtocolVersion, db: i64) -> Result<Shared, Error> {
+        let key = (proto == ProtocolVersion::RESP3, db);
+        if let Some(shared) = self.shared.lock().get(&key).filter(|s| s.is_alive()) {
+            return Ok(shared.clone());
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(shared) = self.shared.lock().get(&key).filter(|s| s.is_alive()) {
+            return Ok(shared.clone());
+        }
+        let (mut link, server) = self.target.connect(proto, db, "redis-proxy:shared").await?;
+        // The table may differ after Redis restarted (an upgrade, a module
+        // loaded): read it again on every new connection.
+        let reply = link.call(&[b"COMMAND"]).await?;
+        match redis::parse_redis_value(&reply)
+            .map_err(|e| e.to_string())
+            .and_then(|v| Table::from_reply(&v))
+        {
+            Ok(table) => *self.table.write() = Some(Arc::new(table)),
+            Err(e) => tracing::warn!(target: "forward", error = %e, "cannot read the command table"),
+        }
+        *self.server.write() = server;
+        let shared = Shared::start(link, self.metrics.backend_connections("shared"));
+        self.shared.lock().insert(key, shared.clone());
+        Ok(shared)
+    }
+
+    /// Checks that database `db` exists, by opening its shared connection.
+    pub async fn check_db(&self, proto: ProtocolVersion, db: i64) -> Result<(), Error> {
+        self.shared(proto, db).await.map(drop)
+    }
+
+    /// A connection of the client's own, in `proto` on `db`; an error past
+    /// `--max-pinned-connections`.
+    pub async fn pin(&self, proto: ProtocolVersion, db: i64) -> Result<Pinned, Error> {
+        let Ok(permit) = self.pins.clone().try_acquire_owned() else {
+            return Err(Error::redis(
+                "ERR",
+                "max pinned connections reached (--max-pinned-connections)",
+            ));
+        };
+        let key = (proto == ProtocolVersion::RESP3, db);
+        let idle = self.idle.lock().get_mut(&key).and_then(Vec::pop);
+        let link = match idle {
+            Some(link) => {
+                self.metrics.backend_connections("idle").dec();
+                link
+            }
+            None => self.target.connect(proto, db, "redis-proxy:pinned").await?.0,
+        };
+        Ok(Pinned::new(link, permit, key, &self.metrics))
+    }
+
+    /// Gives back a pinned connection: kept for the next client if its
+    /// state is clean (nothing watched, queued, subscribed or blocked),
+    /// else closed.
+    pub fn unpin(&self, pinned: Pinned, clean: bool) {
+        let (link, key) = pinned.into_parts();
+        if !clean {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        let list = idle.entry(key).or_default();
+        if list.len() < IDLE_PER_KEY {
+            list.push(link);
+            self.metrics.backend_connections("idle").inc();
+        }
+    }
+
+    pub fn max_pinned(&self) -> usize {
+        self.max_pinned
+    }
+
+    /// Holds a write's reply until the cache can no longer serve what the
+    /// write replaced (see the module doc). `keys`: the keys the command
+    /// names, None when they cannot be known; `swapdb`: the write swapped
+    /// databases, which Redis does not report.
+    pub async fn after_write(&self, keys: Option<Vec<Bytes>>, swapdb: bool) {
+        match self.backend.mode() {
+            Invalidation::Tracking => {
+                self.backend.caught_up().await;
+                if swapdb {
+                    self.coherence.invalidate_all(FlushReason::Write);
+                }
+            }
+            Invalidation::Ttl => match keys {
+                Some(keys) if !swapdb => self.coherence.invalidate(&keys),
+                _ => self.coherence.invalidate_all(FlushReason::Write),
+            },
+        }
+    }
+}
