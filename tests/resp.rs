@@ -145,11 +145,20 @@ fn connection_commands_are_answered_locally() {
     );
     c.expect(&cmd(&[b"CLIENT", b"SETINFO", b"LIB-NAME", b"x"]), b"+OK\r\n");
     c.expect_line(&cmd(&[b"CLIENT", b"ID"]), ":");
-    c.expect_line(&cmd(&[b"CLIENT", b"TRACKING", b"on"]), "-ERR CLIENT TRACKING is not supported");
-    c.expect_line(&cmd(&[b"CLIENT", b"KILL", b"x"]), "-ERR 'CLIENT|KILL' is denied by this proxy");
+    c.expect_line(
+        &cmd(&[b"CLIENT", b"TRACKING", b"on"]),
+        "-ERR CLIENT TRACKING is not supported",
+    );
+    c.expect_line(
+        &cmd(&[b"CLIENT", b"KILL", b"x"]),
+        "-ERR 'CLIENT|KILL' is denied by this proxy",
+    );
     // CONFIG GET and COMMAND are the backend's.
     c.expect(&cmd(&[b"CONFIG", b"GET", b"nothing"]), b"*0\r\n");
-    c.expect_line(&cmd(&[b"CONFIG", b"SET", b"save", b""]), "-ERR 'CONFIG|SET' is denied");
+    c.expect_line(
+        &cmd(&[b"CONFIG", b"SET", b"save", b""]),
+        "-ERR 'CONFIG|SET' is denied",
+    );
     let count = match redis.cmd(&["COMMAND", "COUNT"]) {
         redis::Value::Int(n) => n,
         other => panic!("{other:?}"),

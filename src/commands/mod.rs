@@ -147,9 +147,11 @@ impl Table {
         self.commands.get(&name)
     }
 
-    /// Every command's lower-case name (for bounded metric labels).
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.commands.values().map(|i| i.name.as_str())
+    /// Every entry: the commands, and the subcommands (`config|set`).
+    pub fn entries(&self) -> impl Iterator<Item = &Info> {
+        self.commands
+            .values()
+            .chain(self.subcommands.values().flat_map(|subs| subs.values()))
     }
 
     /// What `args` (name first) asks of the proxy.

@@ -131,9 +131,10 @@ impl Target {
         if db != 0 {
             let reply = link.call(&[b"SELECT", db.to_string().as_bytes()]).await?;
             if is_error(&reply) {
-                return Err(Error::Reply(
-                    String::from_utf8_lossy(&reply[1..]).trim_end().into(),
-                ));
+                // Redis's words, for the client whose SELECT this is.
+                let line = String::from_utf8_lossy(&reply[1..]);
+                let message = line.trim_end().trim_start_matches("ERR ").to_string();
+                return Err(Error::redis("ERR", message));
             }
         }
         // A client asking for a huge reply must not get the proxy's own
@@ -213,6 +214,9 @@ fn server_of(reply: &[u8]) -> Server {
     server
 }
 
+pub type Reader = tokio::io::ReadHalf<Box<dyn Io>>;
+pub type Writer = tokio::io::WriteHalf<Box<dyn Io>>;
+
 /// A connection: the stream, and what has been read of the next reply.
 pub struct Link {
     io: Box<dyn Io>,
@@ -262,13 +266,7 @@ impl Link {
     }
 
     /// The two halves, for a connection shared by many clients.
-    pub fn split(
-        self,
-    ) -> (
-        tokio::io::ReadHalf<Box<dyn Io>>,
-        tokio::io::WriteHalf<Box<dyn Io>>,
-        BytesMut,
-    ) {
+    pub fn split(self) -> (Reader, Writer, BytesMut) {
         let (r, w) = tokio::io::split(self.io);
         (r, w, self.input)
     }
