@@ -22,7 +22,7 @@ const Redis = require('ioredis');
 const HOST = '127.0.0.1';
 const PREFIX = 'ioredis:';
 const TIMEOUT_MS = 10_000; // any one wait
-const WATCHDOG_MS = 60_000; // the whole script
+const WATCHDOG_MS = 30_000; // the whole script
 
 const NAMES = [
   'str', 'counter', 'session', 'expiring', 'user', 'list', 'set', 'zset', 'm1', 'm2',
@@ -78,6 +78,7 @@ async function connect(port, options = {}) {
     port,
     lazyConnect: true,
     connectTimeout: TIMEOUT_MS,
+    commandTimeout: TIMEOUT_MS,
     maxRetriesPerRequest: 0,
     retryStrategy: () => null, // no reconnects: a dropped connection is a failure
     ...options,
@@ -88,9 +89,13 @@ async function connect(port, options = {}) {
   return client;
 }
 
-async function closeAll() {
+async function closeAll(failed) {
   for (const c of clients) {
     if (c.status === 'end') continue;
+    if (failed) {
+      c.disconnect();
+      continue;
+    }
     try {
       await withTimeout(c.quit(), 'quit');
     } catch {
@@ -383,5 +388,5 @@ try {
   process.stdout.write(`ERROR: ${e?.constructor?.name}: ${e?.message}\n`);
   process.stderr.write(`ioredis.mjs: ${e?.stack || e}\n`);
 }
-await closeAll().catch(() => {});
+await closeAll(code !== 0).catch(() => {});
 process.exitCode = code;

@@ -23,7 +23,7 @@ const VERSION = require('redis/package.json').version;
 const HOST = '127.0.0.1';
 const PREFIX = 'node_redis:';
 const TIMEOUT_MS = 10_000; // any one wait
-const WATCHDOG_MS = 60_000; // the whole script
+const WATCHDOG_MS = 30_000; // the whole script
 
 const NAMES = [
   'str', 'counter', 'session', 'expiring', 'user', 'list', 'set', 'zset', 'm1', 'm2',
@@ -75,7 +75,13 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const clients = [];
 async function connect(port, options = {}) {
   const client = createClient({
-    socket: { host: HOST, port, connectTimeout: TIMEOUT_MS, reconnectStrategy: false },
+    socket: {
+      host: HOST,
+      port,
+      connectTimeout: TIMEOUT_MS,
+      socketTimeout: TIMEOUT_MS, // a server silent this long fails the step
+      reconnectStrategy: false,
+    },
     ...options,
   });
   client.on('error', (err) => process.stderr.write(`node_redis client error: ${err}\n`));
@@ -84,9 +90,13 @@ async function connect(port, options = {}) {
   return client;
 }
 
-async function closeAll() {
+async function closeAll(failed) {
   for (const c of clients) {
     if (!c.isOpen) continue;
+    if (failed) {
+      c.destroy();
+      continue;
+    }
     try {
       await withTimeout(typeof c.close === 'function' ? c.close() : c.quit(), 'close');
     } catch {
@@ -407,5 +417,5 @@ try {
   process.stdout.write(`ERROR: ${e?.constructor?.name}: ${e?.message}\n`);
   process.stderr.write(`node_redis.mjs: ${e?.stack || e}\n`);
 }
-await closeAll().catch(() => {});
+await closeAll(code !== 0).catch(() => {});
 process.exitCode = code;
