@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     redis_proxy::telemetry::init(config.log_format);
     // Before anything opens a socket: a proxy that accepts clients it has no
     // file descriptors for fails them at random, so it does not start.
-    match redis_proxy::server::fit_open_files(config.max_clients) {
+    match redis_proxy::server::fit_open_files(config.max_clients, config.max_pinned_connections) {
         Ok(open_files) => tracing::debug!(open_files, "RLIMIT_NOFILE"),
         Err(e) => {
             tracing::error!("{e}");

@@ -47,17 +47,18 @@ pub const ADMIN_MAX_CLIENTS: usize = 16;
 /// client reads why; past this, one is closed as soon as it is told.
 const REJECTS_LINGERING: usize = 32;
 
-/// Open files beyond `--max-clients`: admin connections, rejected ones
-/// being closed, Redis connections, listeners and the process's own.
+/// Open files beyond the clients and their pinned connections: admin
+/// connections, rejected ones being closed, the shared and idle backend
+/// connections, listeners and the process's own.
 pub const OPEN_FILES_HEADROOM: u64 = 256;
 
-/// Raises the soft `RLIMIT_NOFILE` to what `max_clients` connections need
-/// (the most the proxy may hold at once plus [`OPEN_FILES_HEADROOM`]),
-/// returning the limit now in force. An error, when the hard limit is too
-/// low, is one line saying what to set.
-pub fn fit_open_files(max_clients: u32) -> Result<u64, String> {
+/// Raises the soft `RLIMIT_NOFILE` to what `max_clients` connections and
+/// `max_pinned` pinned backend connections need (plus
+/// [`OPEN_FILES_HEADROOM`]), returning the limit now in force. An error,
+/// when the hard limit is too low, is one line saying what to set.
+pub fn fit_open_files(max_clients: u32, max_pinned: u32) -> Result<u64, String> {
     use rustix::process::{Resource, getrlimit, setrlimit};
-    let need = u64::from(max_clients) + OPEN_FILES_HEADROOM;
+    let need = u64::from(max_clients) + u64::from(max_pinned) + OPEN_FILES_HEADROOM;
     let limit = getrlimit(Resource::Nofile);
     let soft = limit.current.unwrap_or(u64::MAX);
     if soft >= need {
@@ -66,9 +67,9 @@ pub fn fit_open_files(max_clients: u32) -> Result<u64, String> {
     let hard = limit.maximum.unwrap_or(u64::MAX);
     let too_low = || {
         format!(
-            "--max-clients {max_clients} needs {need} open files but the limit is {soft} \
-             (hard limit {hard}): raise it (ulimit -n {need}, or LimitNOFILE={need} \
-             under systemd) or lower --max-clients"
+            "--max-clients {max_clients} with --max-pinned-connections {max_pinned} needs \
+             {need} open files but the limit is {soft} (hard limit {hard}): raise it (ulimit -n \
+             {need}, or LimitNOFILE={need} under systemd) or lower --max-clients"
         )
     };
     if hard < need {

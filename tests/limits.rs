@@ -137,9 +137,13 @@ fn open_files(pid: u32) -> u64 {
 #[test]
 fn the_open_file_limit_is_raised_to_fit_max_clients() {
     let redis = RedisServer::start();
-    let proxy = Proxy::start_with_open_files(&redis, 300, &["--max-clients", "600"]);
-    // 600 clients plus the headroom (256).
-    assert_eq!(open_files(proxy.pid()), 856);
+    let proxy = Proxy::start_with_open_files(
+        &redis,
+        300,
+        &["--max-clients", "600", "--max-pinned-connections", "100"],
+    );
+    // 600 clients, 100 pinned connections, and the headroom (256).
+    assert_eq!(open_files(proxy.pid()), 956);
     // 500 clients at once: more than the 300 it was started with.
     let mut clients: Vec<TcpStream> = (0..500)
         .map(|_| TcpStream::connect(("127.0.0.1", proxy.resp)).unwrap())
@@ -192,8 +196,10 @@ fn a_hard_open_file_limit_below_max_clients_exits_2_with_one_line() {
     assert_eq!(exited.code(), Some(2));
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains("--max-clients 1000 needs 1256 open files but the limit is 300")
-            && stderr.contains("ulimit -n 1256"),
+        stderr.contains(
+            "--max-clients 1000 with --max-pinned-connections 1000 needs 2256 open files but the \
+             limit is 300"
+        ) && stderr.contains("ulimit -n 2256"),
         "{stderr}"
     );
 }

@@ -63,8 +63,9 @@ use shared::Shared;
 /// Which shared connection: the protocol (RESP3 or not) and the database.
 type Key = (bool, i64);
 
-/// Idle connections kept for pinning again, per protocol and database.
-const IDLE_PER_KEY: usize = 8;
+/// Idle connections kept for pinning again, all protocols and databases
+/// together (within the open files' headroom).
+const IDLE_MAX: usize = 32;
 
 pub struct Forwarder {
     target: Target,
@@ -221,9 +222,8 @@ impl Forwarder {
             return;
         }
         let mut idle = self.idle.lock();
-        let list = idle.entry(key).or_default();
-        if list.len() < IDLE_PER_KEY {
-            list.push(link);
+        if idle.values().map(Vec::len).sum::<usize>() < IDLE_MAX {
+            idle.entry(key).or_default().push(link);
             self.metrics.backend_connections("idle").inc();
         }
     }
