@@ -20,11 +20,19 @@
 //!     `/healthz`, `/readyz`)
 //!   - [`resp`]: the Redis protocol: `parse` (pure, fuzzed), `encode`,
 //!     `command` (requests parsed once into commands, with the table of
-//!     what is served), `conn` (a connection's loop and pipelining), and
-//!     the answers by kind: `data`, `connection`, `introspection`
+//!     what is answered here), `conn` (a connection's loop and
+//!     pipelining), `forwarding` (what goes to Redis, where, and what is
+//!     refused), and the answers by kind: `data`, `connection`,
+//!     `introspection`
 //! - [`app`]: what the front ends share: [`app::App`], built once from the
 //!   configuration; the `--max-parallel` slot; the password check; the one
 //!   classification of a request's outcome
+//! - [`forward`]: every command that is not a cached read: shared
+//!   connections per protocol and database, pinned connections, raw
+//!   replies ([`forward::reply`]), read-your-writes
+//!   ([`forward::Forwarder::after_write`])
+//! - [`commands`]: the command table, from Redis's `COMMAND` reply
+//!   (arity, flags, key positions); pure
 //! - [`lookup`]: the read path: cache → single flight → Redis → insert;
 //!   `flight` (single flight), [`lookup::generation`] (what keeps a stale
 //!   fetch out of the cache)
