@@ -47,7 +47,7 @@ fn command(rng: &mut Rng, step: usize) -> Vec<String> {
     let v = format!("v{}", rng.below(6));
     let s = |x: &str| x.to_string();
     let args: Vec<String> = match rng.below(38) {
-        0 | 1 | 2 => vec![s("GET"), s(rng.pick(STRINGS))],
+        0..=2 => vec![s("GET"), s(rng.pick(STRINGS))],
         3 => vec![s("SET"), s(rng.pick(STRINGS)), v],
         4 => vec![s("SET"), s(rng.pick(STRINGS)), v, s("NX")],
         5 => vec![s("SET"), s(rng.pick(STRINGS)), v, s("GET")],

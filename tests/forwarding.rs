@@ -191,7 +191,9 @@ fn a_client_that_hangs_up_in_blpop_leaves_no_backend_connection() {
     wait_for("BLPOP to reach Redis", || {
         (pinned_on_redis(&redis) == 1).then_some(())
     });
-    assert_eq!(proxy.metric("redis_proxy_pinned_connections"), 1.0);
+    wait_for("the gauge at 1", || {
+        (proxy.metric("redis_proxy_pinned_connections") == 1.0).then_some(())
+    });
     drop(raw);
     wait_for("the pinned connection closed", || {
         (pinned_on_redis(&redis) == 0).then_some(())

@@ -29,7 +29,7 @@ const NAMES = [
   'pipe:str', 'pipe:counter', 'pipe:list', 'pipe:hash', 'pipe:set', 'auto:a', 'auto:b',
   'tx:str', 'tx:counter', 'tx:list', 'watched', 'lock', 'queue:empty', 'queue', 'db',
   'read:str', 'read:px', 'read:pexpire', 'read:lua', 'read:tx', 'read:renamed', 'read:renamed2',
-  'read:hash', 'read:counter',
+  'read:hash', 'read:counter', 'pipe:many', 'big',
 ];
 const K = Object.fromEntries(NAMES.map((n) => [n, PREFIX + n]));
 const MISSING = PREFIX + 'missing';
@@ -248,6 +248,41 @@ async function pipelines(port, r) {
     .call('NOSUCHCOMMAND', 'x')
     .exec()));
   out('after refused transaction', await r.get(K['tx:str']));
+
+  // A long pipeline: the replies come back complete and in order.
+  const many = r.pipeline();
+  for (let i = 0; i < 500; i++) many.incr(K['pipe:many']);
+  const manyResults = await many.exec();
+  out('500-command pipeline: count', manyResults.length);
+  out('500-command pipeline: in order', manyResults.every(([e, v], i) => e === null && v === i + 1));
+  // The same through auto-pipelining: 500 commands issued in one tick.
+  const autoMany = await Promise.all(Array.from({ length: 500 }, () => auto.incr(K['pipe:many'])));
+  out('500 auto-pipelined: in order', autoMany.every((v, i) => v === i + 501));
+}
+
+async function largeValue(r) {
+  // 4 MiB: larger than the proxy's default --cache-max-value-bytes.
+  const parts = [];
+  for (let i = 0; i < 65536; i++) parts.push(createHash('sha256').update(String(i)).digest('hex'));
+  const big = parts.join('');
+  out('set 4 MiB', await r.set(K.big, big));
+  for (const i of [1, 2]) {
+    const got = await r.get(K.big);
+    out(`get 4 MiB (${i}): length`, got.length);
+    out(`get 4 MiB (${i}): equal`, got === big);
+  }
+  out('strlen', await r.strlen(K.big));
+}
+
+async function scan(r) {
+  const keys = [];
+  await withTimeout(new Promise((resolve, reject) => {
+    const stream = r.scanStream({ match: PREFIX + '*', count: 100 });
+    stream.on('data', (batch) => keys.push(...batch));
+    stream.on('end', resolve);
+    stream.on('error', reject);
+  }), 'scanStream');
+  out('scan by prefix', keys.sort());
 }
 
 async function optimisticLock(port, r) {
@@ -364,12 +399,14 @@ async function main() {
   await plainCommands(r);
   await readsAfterWrites(port, r);
   await pipelines(port, r);
+  await largeValue(r);
   await optimisticLock(port, r);
   await pubsub(port, r);
   await lock(r);
   await blockingPops(port, r);
   await databases(port, r);
 
+  await scan(r);
   out('cleanup at end', (await r.del(...Object.values(K))) >= 0);
   out('done', true);
   return 0;

@@ -10,7 +10,7 @@
 // node-redis comes from target/clients/node (scripts/ensure-clients.sh), or
 // from the directory named by CLIENTS_NODE_DIR.
 import { createRequire } from 'node:module';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -23,14 +23,14 @@ const VERSION = require('redis/package.json').version;
 const HOST = '127.0.0.1';
 const PREFIX = 'node_redis:';
 const TIMEOUT_MS = 10_000; // any one wait
-const WATCHDOG_MS = 30_000; // the whole script
+const WATCHDOG_MS = 30_000; // the whole script (bounds every other command)
 
 const NAMES = [
   'str', 'counter', 'session', 'expiring', 'user', 'list', 'set', 'zset', 'm1', 'm2',
   'pipe:str', 'pipe:counter', 'pipe:list', 'pipe:hash', 'pipe:set', 'auto:a', 'auto:b',
   'tx:str', 'tx:counter', 'tx:list', 'watched', 'lock', 'queue:empty', 'queue', 'db',
   'read:str', 'read:px', 'read:pexpire', 'read:lua', 'read:tx', 'read:renamed', 'read:renamed2',
-  'read:hash', 'read:counter',
+  'read:hash', 'read:counter', 'pipe:many', 'big',
   'resp3:hash', 'resp3:zset',
 ];
 const K = Object.fromEntries(NAMES.map((n) => [n, PREFIX + n]));
@@ -79,7 +79,6 @@ async function connect(port, options = {}) {
       host: HOST,
       port,
       connectTimeout: TIMEOUT_MS,
-      socketTimeout: TIMEOUT_MS, // a server silent this long fails the step
       reconnectStrategy: false,
     },
     ...options,
@@ -244,6 +243,36 @@ async function pipelines(r) {
     .addCommand(['NOSUCHCOMMAND', 'x'])
     .exec()));
   out('after refused transaction', await r.get(K['tx:str']));
+
+  // A long pipeline: the replies come back complete and in order.
+  const many = r.multi();
+  for (let i = 0; i < 500; i++) many.incr(K['pipe:many']);
+  const manyResults = await many.execAsPipeline();
+  out('500-command pipeline: count', manyResults.length);
+  out('500-command pipeline: in order', manyResults.every((v, i) => v === i + 1));
+  // The same through auto-pipelining: 500 commands issued in one tick.
+  const auto = await Promise.all(Array.from({ length: 500 }, () => r.incr(K['pipe:many'])));
+  out('500 auto-pipelined: in order', auto.every((v, i) => v === i + 501));
+}
+
+async function largeValue(r) {
+  // 4 MiB: larger than the proxy's default --cache-max-value-bytes.
+  const parts = [];
+  for (let i = 0; i < 65536; i++) parts.push(createHash('sha256').update(String(i)).digest('hex'));
+  const big = parts.join('');
+  out('set 4 MiB', await r.set(K.big, big));
+  for (const i of [1, 2]) {
+    const got = await r.get(K.big);
+    out(`get 4 MiB (${i}): length`, got.length);
+    out(`get 4 MiB (${i}): equal`, got === big);
+  }
+  out('strlen', await r.strLen(K.big));
+}
+
+async function scan(r) {
+  const keys = [];
+  for await (const batch of r.scanIterator({ MATCH: PREFIX + '*', COUNT: 100 })) keys.push(...batch);
+  out('scan by prefix', keys.sort());
 }
 
 async function optimisticLock(port, r) {
@@ -374,6 +403,19 @@ async function resp3(port, r) {
   out('resp3 zadd', await r3.zAdd(K['resp3:zset'], [{ score: 1, value: 'm' }, { score: 2.5, value: 'n' }]));
   out('resp3 zrange withscores', await r3.zRangeWithScores(K['resp3:zset'], 0, -1));
   out('resp3 sees resp2 writes', await r3.get(K.str));
+
+  // Pub/sub over RESP3: messages arrive as push frames.
+  const sub3 = r3.duplicate();
+  sub3.on('error', (err) => process.stderr.write(`node_redis RESP3 subscriber error: ${err}\n`));
+  clients.push(sub3);
+  await withTimeout(sub3.connect(), 'RESP3 subscriber connect');
+  const box = inbox();
+  out('resp3 subscribe', await withTimeout(
+    sub3.subscribe(CHANNEL, (message, channel) => box.push({ channel, message })), 'RESP3 subscribe'));
+  out('resp3 publish', await r.publish(CHANNEL, 'over resp3'));
+  out('resp3 received', await box.next('RESP3 message'));
+  out('resp3 unsubscribe', await withTimeout(sub3.unsubscribe(CHANNEL), 'RESP3 unsubscribe'));
+  out('resp3 subscriber back to commands', await sub3.get(K.str));
 }
 
 async function main() {
@@ -392,6 +434,7 @@ async function main() {
   await plainCommands(r);
   await readsAfterWrites(port, r);
   await pipelines(r);
+  await largeValue(r);
   await optimisticLock(port, r);
   await pubsub(port, r);
   await lock(port, r);
@@ -399,6 +442,7 @@ async function main() {
   await databases(port, r);
   await resp3(port, r);
 
+  await scan(r);
   out('cleanup at end', (await r.del(Object.values(K))) >= 0);
   out('done', true);
   return 0;

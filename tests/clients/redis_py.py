@@ -9,6 +9,7 @@ against the proxy can be diffed. Exits 0 when every step ran, 1 on an error or
 when a step waits longer than its timeout.
 """
 
+import hashlib
 import json
 import os
 import signal
@@ -62,6 +63,9 @@ K = {
         "read:renamed2",
         "read:hash",
         "read:counter",
+        "pipe:many",
+        "big",
+        "lock2",
     ]
 }
 CHANNEL = PREFIX + "news"
@@ -237,6 +241,25 @@ def pipelines(r):
         out("transaction with queueing error", e)
     out("after refused transaction", r.get(K["tx:str"]))
 
+    # A long pipeline: the replies come back complete and in order.
+    p = r.pipeline(transaction=False)
+    for _ in range(500):
+        p.incr(K["pipe:many"])
+    results = p.execute()
+    out("500-command pipeline: count", len(results))
+    out("500-command pipeline: in order", results == list(range(1, 501)))
+
+
+def large_value(r):
+    # 4 MiB: larger than the proxy's default --cache-max-value-bytes.
+    big = "".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(65536))
+    out("set 4 MiB", r.set(K["big"], big))
+    for i in (1, 2):
+        got = r.get(K["big"])
+        out(f"get 4 MiB ({i}): length", len(got))
+        out(f"get 4 MiB ({i}): equal", got == big)
+    out("strlen", r.strlen(K["big"]))
+
 
 def optimistic_lock(port, r):
     r.set(K["watched"], "10")
@@ -263,6 +286,19 @@ def optimistic_lock(port, r):
             out("watch exec (to abort)", e)
     out("watched after abort", r.get(K["watched"]))
     other.close()
+
+    # redis-py's helper: WATCH, call the function, EXEC, retry on WatchError.
+    def bump(pipe):
+        value = pipe.get(K["watched"])
+        pipe.multi()
+        pipe.set(K["watched"], value + "!")
+        return value
+
+    out(
+        "transaction() helper",
+        r.transaction(bump, K["watched"], value_from_callable=True),
+    )
+    out("watched after helper", r.get(K["watched"]))
 
 
 def next_message(ps, what):
@@ -318,6 +354,18 @@ def lock(r):
     out("release again (EVALSHA)", release(keys=[K["lock"]], args=[token]))
     out("lock after second release", r.get(K["lock"]))
 
+    # redis-py's Lock: SET NX PX to acquire, Lua scripts (EVALSHA) to release.
+    held = r.lock(K["lock2"], timeout=10, blocking=False)
+    out("Lock.acquire", held.acquire())
+    out("second Lock.acquire", r.lock(K["lock2"], timeout=10, blocking=False).acquire())
+    out("Lock.owned", held.owned())
+    out("Lock.extend", held.extend(5))
+    held.release()
+    out("Lock released, key", r.get(K["lock2"]))
+    with r.lock(K["lock2"], timeout=10, blocking_timeout=1):
+        out("with Lock: key set", r.exists(K["lock2"]))
+    out("after with Lock: key", r.get(K["lock2"]))
+
 
 def blocking_pops(port, r):
     out("blpop empty (1s)", r.blpop([K["queue:empty"]], timeout=1))
@@ -361,7 +409,21 @@ def resp3(port, r):
     out("resp3 zadd", r3.zadd(K["resp3:zset"], {"m": 1, "n": 2.5}))
     out("resp3 zrange withscores", r3.zrange(K["resp3:zset"], 0, -1, withscores=True))
     out("resp3 sees resp2 writes", r3.get(K["str"]))
+
+    # Pub/sub over RESP3: messages arrive as push frames.
+    ps = r3.pubsub()
+    ps.subscribe(CHANNEL)
+    out("resp3 subscribe", next_message(ps, "RESP3 subscribe confirmation"))
+    out("resp3 publish", r.publish(CHANNEL, "over resp3"))
+    out("resp3 received", next_message(ps, "RESP3 message"))
+    ps.unsubscribe(CHANNEL)
+    out("resp3 unsubscribe", next_message(ps, "RESP3 unsubscribe confirmation"))
+    ps.close()
     r3.close()
+
+
+def scan(r):
+    out("scan by prefix", sorted(r.scan_iter(match=PREFIX + "*", count=100)))
 
 
 def main():
@@ -383,12 +445,14 @@ def main():
     plain_commands(r)
     reads_after_writes(port, r)
     pipelines(r)
+    large_value(r)
     optimistic_lock(port, r)
     pubsub(port, r)
     lock(r)
     blocking_pops(port, r)
     databases(port, r)
     resp3(port, r)
+    scan(r)
 
     out("cleanup at end", r.delete(*K.values(), K["tx:str"] + ":l") >= 0)
     r.close()
