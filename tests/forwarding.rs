@@ -502,3 +502,28 @@ fn a_write_through_the_proxy_is_seen_by_the_next_read_on_another_connection() {
         |i| bulk(&i.to_string()),
     );
 }
+
+#[test]
+fn the_proxys_own_connections_are_not_evicted_for_client_memory() {
+    let (redis, proxy) = setup(&["--allow-writes"]);
+    let mut c = connect(proxy.resp);
+    ok(&mut c, &["INCR", "e:n"]);
+    ok(&mut c, &["MULTI"]);
+    let list = match redis.cmd(&["CLIENT", "LIST"]) {
+        Value::BulkString(b) => String::from_utf8(b).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let ours: Vec<&str> = list.lines().filter(|l| l.contains("name=redis-proxy:")).collect();
+    for kind in ["tracked", "shared", "pinned"] {
+        assert!(
+            ours.iter()
+                .any(|l| l.contains(&format!("name=redis-proxy:{kind}"))),
+            "{list}"
+        );
+    }
+    for line in ours {
+        let flags = line.split(' ').find_map(|f| f.strip_prefix("flags=")).unwrap();
+        assert!(flags.contains('e'), "not no-evict: {line}");
+    }
+    ok(&mut c, &["DISCARD"]);
+}

@@ -108,6 +108,15 @@ impl Backend {
         if !atomic {
             tracing::warn!(target: "backend", "Redis refuses MULTI/EXEC; reading without it");
         }
+        // Named for operators, and kept out of maxmemory-clients eviction:
+        // a client asking for a huge reply must not get this connection
+        // evicted, which would drop the whole cache. Refused by an old
+        // Redis or a user without CLIENT, which is fine.
+        for args in [["SETNAME", "redis-proxy:tracked"], ["NO-EVICT", "on"]] {
+            let mut client = redis::cmd("CLIENT");
+            client.arg(&args[..]);
+            let _ = tokio::time::timeout(self.timeout, client.query_async::<Value>(&mut conn)).await;
+        }
         if tracking {
             // Whatever was cached before this connection may have changed
             // while nothing was telling us.
