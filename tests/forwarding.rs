@@ -49,6 +49,13 @@ fn bulk(s: &str) -> Value {
     Value::BulkString(s.as_bytes().to_vec())
 }
 
+/// Waits until the proxy's pinned-connections gauge reads `n`.
+fn wait_pinned(proxy: &Proxy, n: u32) {
+    wait_for(&format!("{n} pinned connections"), || {
+        (proxy.metric("redis_proxy_pinned_connections") == f64::from(n)).then_some(())
+    });
+}
+
 /// Backend connections the proxy holds pinned, as Redis lists them.
 fn pinned_on_redis(redis: &RedisServer) -> usize {
     match redis.cmd(&["CLIENT", "LIST"]) {
@@ -81,9 +88,7 @@ fn a_transaction_runs_whole_and_its_writes_are_read_back() {
     assert_eq!(replies, vec![Value::Okay, Value::Int(1), bulk("new")]);
     assert_eq!(ok(&mut connect(proxy.resp), &["GET", "t:a"]), bulk("new"));
     assert_eq!(redis.cmd(&["GET", "t:n"]), bulk("1"));
-    wait_for("the pinned connection given back", || {
-        (proxy.metric("redis_proxy_pinned_connections") == 0.0).then_some(())
-    });
+    wait_pinned(&proxy, 0);
 }
 
 #[test]
@@ -118,9 +123,7 @@ fn discard_drops_what_was_queued() {
     ok(&mut c, &["DISCARD"]);
     assert_eq!(redis.cmd(&["EXISTS", "d:k"]), Value::Int(0));
     assert!(err(&mut c, &["EXEC"]).contains("EXEC without MULTI"));
-    wait_for("the pinned connection given back", || {
-        (proxy.metric("redis_proxy_pinned_connections") == 0.0).then_some(())
-    });
+    wait_pinned(&proxy, 0);
 }
 
 #[test]
@@ -177,9 +180,7 @@ fn blpop_waits_past_every_proxy_timeout_and_a_direct_lpush_serves_it() {
         popper.join().unwrap(),
         Value::Array(vec![bulk("b:q"), bulk("hello")])
     );
-    wait_for("the pinned connection given back", || {
-        (proxy.metric("redis_proxy_pinned_connections") == 0.0).then_some(())
-    });
+    wait_pinned(&proxy, 0);
 }
 
 #[test]
@@ -191,16 +192,12 @@ fn a_client_that_hangs_up_in_blpop_leaves_no_backend_connection() {
     wait_for("BLPOP to reach Redis", || {
         (pinned_on_redis(&redis) == 1).then_some(())
     });
-    wait_for("the gauge at 1", || {
-        (proxy.metric("redis_proxy_pinned_connections") == 1.0).then_some(())
-    });
+    wait_pinned(&proxy, 1);
     drop(raw);
     wait_for("the pinned connection closed", || {
         (pinned_on_redis(&redis) == 0).then_some(())
     });
-    wait_for("the gauge back to 0", || {
-        (proxy.metric("redis_proxy_pinned_connections") == 0.0).then_some(())
-    });
+    wait_pinned(&proxy, 0);
     // Nothing was popped by a connection nobody reads.
     redis.cmd(&["LPUSH", "h:q", "kept"]);
     assert_eq!(redis.cmd(&["LLEN", "h:q"]), Value::Int(1));
@@ -279,9 +276,7 @@ fn pubsub_in_resp2_and_resp3_is_as_redis_gives_it() {
         assert_eq!(through, direct, "RESP{proto}");
         assert!(through.len() == 11);
     }
-    wait_for("the pinned connections given back", || {
-        (proxy.metric("redis_proxy_pinned_connections") == 0.0).then_some(())
-    });
+    wait_pinned(&proxy, 0);
 }
 
 #[test]

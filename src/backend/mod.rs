@@ -293,24 +293,6 @@ impl Backend {
         Ok(found)
     }
 
-    /// Any command, as the client sent it; Redis's reply as it came,
-    /// error replies included.
-    pub async fn forward(&self, args: &[Bytes]) -> Result<Value, Error> {
-        let mut pipe = redis::pipe();
-        let mut cmd = redis::cmd(std::str::from_utf8(&args[0]).unwrap_or("INVALID"));
-        for arg in &args[1..] {
-            cmd.arg(&arg[..]);
-        }
-        pipe.add_command(cmd).ignore_errors();
-        let replies: Vec<Value> = self
-            .round_trip(|mut conn, _| async move { pipe.query_async(&mut conn).await })
-            .await?;
-        replies
-            .into_iter()
-            .next()
-            .ok_or_else(|| self.unexpected(Value::Nil))
-    }
-
     /// `SET key value`.
     ///
     /// In `tracking` mode a plain SET is not a read, so Redis would not

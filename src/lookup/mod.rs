@@ -254,30 +254,6 @@ impl Lookup {
         self.local.written(&key, &value, after, ttl, sent);
         result.map(|_| ())
     }
-
-    /// A write command sent through to Redis as it is (SET with options,
-    /// DEL, …). `keys` are dropped from the cache whatever the outcome, and
-    /// reads or writes in flight meanwhile do not insert. Runs in a task of
-    /// its own, as [`Lookup::set`] does.
-    pub async fn write_through(
-        self: &Arc<Self>,
-        args: Vec<Bytes>,
-        keys: Vec<Bytes>,
-    ) -> Result<redis::Value, Error> {
-        let this = Arc::clone(self);
-        detached(async move {
-            for key in &keys {
-                this.local.generations.bump(key);
-            }
-            let result = this.backend.forward(&args).await;
-            for key in &keys {
-                this.local.generations.bump(key);
-            }
-            this.local.remove(&keys);
-            result
-        })
-        .await
-    }
 }
 
 /// A batch being fetched. Dropped before it answered, it hands the fetch

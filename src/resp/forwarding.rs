@@ -53,13 +53,30 @@ struct Multi {
 
 /// What writes touched: the keys they name (None: not knowable), and
 /// whether one swapped databases.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 struct Effect {
     keys: Option<Vec<Bytes>>,
     swapdb: bool,
 }
 
+impl Default for Effect {
+    /// Nothing touched yet.
+    fn default() -> Self {
+        Effect {
+            keys: Some(Vec::new()),
+            swapdb: false,
+        }
+    }
+}
+
 impl Effect {
+    /// What one write touches.
+    fn of(class: &Class<'_>, args: &[Bytes]) -> Effect {
+        let mut effect = Effect::default();
+        effect.add(class, args);
+        effect
+    }
+
     fn add(&mut self, class: &Class<'_>, args: &[Bytes]) {
         let name = class.info.map_or("", |i| i.name.as_str());
         self.swapdb |= name == "swapdb";
@@ -201,13 +218,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 if class.write
                     && let Some(multi) = self.session.pin.as_mut().and_then(|p| p.multi.as_mut())
                 {
-                    multi.effect.get_or_insert_with(|| Effect {
-                        keys: Some(Vec::new()),
-                        swapdb: false,
-                    });
-                    if let Some(effect) = multi.effect.as_mut() {
-                        effect.add(&class, &args);
-                    }
+                    multi
+                        .effect
+                        .get_or_insert_with(Effect::default)
+                        .add(&class, &args);
                 }
                 return self.on_pinned(args, &label, start, false).await;
             }
@@ -277,34 +291,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 self.on_pinned(args, &label, start, true).await
             }
-            Kind::Blocking => {
-                let write = class.write;
-                let effect = write.then(|| {
-                    let mut e = Effect {
-                        keys: Some(Vec::new()),
-                        swapdb: false,
-                    };
-                    e.add(&class, &args);
-                    e
-                });
-                let then = self.on_pinned(args, &label, start, true).await;
-                if let Some(effect) = effect {
-                    self.app.forwarder.after_write(effect.keys, effect.swapdb).await;
-                }
-                self.release_if_done();
-                then
-            }
-            _ if self.session.pin.is_some() => {
-                let effect = class.write.then(|| {
-                    let mut e = Effect {
-                        keys: Some(Vec::new()),
-                        swapdb: false,
-                    };
-                    e.add(&class, &args);
-                    e
-                });
+            // A blocking command, or anything while the client holds its
+            // own connection (WATCH, WAIT).
+            _ if kind == Kind::Blocking || self.session.pin.is_some() => {
+                let effect = class.write.then(|| Effect::of(&class, &args));
                 let select = (name == "select").then(|| args.get(1).cloned()).flatten();
-                let then = self.on_pinned(args, &label, start, false).await;
+                let then = self.on_pinned(args, &label, start, kind == Kind::Blocking).await;
                 if let Some(effect) = effect {
                     self.app.forwarder.after_write(effect.keys, effect.swapdb).await;
                 }
@@ -316,6 +308,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     self.session.db = db;
                     pin.conn.set_db(db);
                 }
+                self.release_if_done();
                 then
             }
             _ => self.forward_batch(args, &table, start).await,
@@ -470,8 +463,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// pending after it, in one batch; writes' replies wait for their
     /// invalidations.
     async fn forward_batch(&mut self, first: Vec<Bytes>, table: &Table, start: Instant) -> Then {
-        let mut batch = vec![first];
-        while batch.len() < 512
+        let mut packed = BytesMut::new();
+        let mut labels = Vec::new();
+        let mut effect: Option<Effect> = None;
+        let mut take = |args: &[Bytes], class: &Class<'_>| {
+            pack(args, &mut packed);
+            labels.push(label(class));
+            if class.write {
+                effect.get_or_insert_with(Effect::default).add(class, args);
+            }
+        };
+        take(&first, &table.classify(&first));
+        let mut count = 1;
+        while count < 512
             && let Some(Ok(Command::Forward(next))) = self.pending.front()
         {
             let class = table.classify(next);
@@ -479,30 +483,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if kind_of(name, &class) != Kind::Plain || self.refusal(next, &class).is_some() {
                 break;
             }
-            let Some(Ok(Command::Forward(next))) = self.pending.pop_front() else {
-                unreachable!("just looked");
-            };
-            batch.push(next);
-        }
-        let mut packed = BytesMut::new();
-        let mut labels = Vec::with_capacity(batch.len());
-        let mut effect: Option<Effect> = None;
-        for args in &batch {
-            pack(args, &mut packed);
-            let class = table.classify(args);
-            labels.push(label(&class));
-            if class.write {
-                effect
-                    .get_or_insert_with(|| Effect {
-                        keys: Some(Vec::new()),
-                        swapdb: false,
-                    })
-                    .add(&class, args);
-            }
+            take(next, &class);
+            count += 1;
+            self.pending.pop_front();
         }
         let writes = effect.is_some();
         let forwarder = self.app.forwarder.clone();
-        let (proto, db, count) = (self.session.protocol(), self.session.db, batch.len());
+        let (proto, db) = (self.session.protocol(), self.session.db);
         let send = async move {
             let replies = forwarder.send(proto, db, packed.freeze(), count).await;
             if let Some(effect) = effect {
