@@ -51,6 +51,10 @@ pub enum Written {
 struct Published {
     id: u64,
     conn: Option<MultiplexedConnection>,
+    /// In `tracking` mode, the connection Redis sends the invalidations of
+    /// `conn`'s reads to (`CLIENT TRACKING on REDIRECT`), so that they never
+    /// wait behind a large reply.
+    invalidations: Option<MultiplexedConnection>,
     /// Whether reads on it go in MULTI/EXEC: probed on each connection, and
     /// kept with it, so a request never uses another connection's answer.
     atomic: bool,
@@ -99,6 +103,7 @@ impl Backend {
             conn: RwLock::new(Published {
                 id: 0,
                 conn: None,
+                invalidations: None,
                 atomic: false,
             }),
             next_id: AtomicU64::new(0),
@@ -139,12 +144,18 @@ impl Backend {
         published.id == id && published.conn.is_some()
     }
 
+    /// The connection invalidations arrive on (tracking mode, connected).
+    fn invalidation_connection(&self) -> Option<MultiplexedConnection> {
+        self.conn.read().expect("backend lock").invalidations.clone()
+    }
+
     /// Makes connection `id` the one requests use.
-    fn publish(&self, id: u64, conn: MultiplexedConnection, atomic: bool) {
+    fn publish(&self, id: u64, link: &supervise::Link) {
         *self.conn.write().expect("backend lock") = Published {
             id,
-            conn: Some(conn),
-            atomic,
+            conn: Some(link.reads.clone()),
+            invalidations: link.invalidations.clone(),
+            atomic: link.atomic,
         };
         self.set_ready(true);
         if self.mode == Invalidation::Tracking {
@@ -164,6 +175,7 @@ impl Backend {
                 return;
             }
             published.conn = None;
+            published.invalidations = None;
         }
         self.set_ready(false);
         if self.mode == Invalidation::Tracking {
@@ -301,10 +313,11 @@ impl Backend {
     /// before (EXISTS) and after (PTTL) it: tracked before, the SET always
     /// invalidates it for us exactly once (Redis sends a connection the
     /// invalidations its own writes cause); tracked after, the next change
-    /// is pushed. A PING follows the transaction, and its reply comes after
-    /// that invalidation, so when this returns the echo has been applied.
+    /// is pushed. That invalidation goes to the invalidation connection;
+    /// [`Backend::caught_up`] waits for it, so when this returns the echo
+    /// has been applied.
     /// Where MULTI is refused, a plain SET, and the value is not cacheable.
-    pub async fn set(&self, key: &[u8], value: &[u8]) -> Result<Written, Error> {
+    pub async fn set(self: &Arc<Self>, key: &[u8], value: &[u8]) -> Result<Written, Error> {
         let tracked = self.mode == Invalidation::Tracking;
         let (replies, in_transaction) = self
             .round_trip(|mut conn, atomic| {
@@ -319,8 +332,7 @@ impl Backend {
                         .arg(value)
                         .cmd("PTTL")
                         .arg(key)
-                        .cmd("EXEC")
-                        .cmd("PING");
+                        .cmd("EXEC");
                 } else {
                     pipe.cmd("SET").arg(key).arg(value);
                 }
@@ -331,6 +343,11 @@ impl Backend {
                 }
             })
             .await?;
+        if in_transaction {
+            // The write's own invalidation (the echo counted below) comes on
+            // the invalidation connection: applied before we go on.
+            self.caught_up().await;
+        }
         let mut replies = replies.into_iter().rev();
         if !in_transaction {
             return match replies.next() {
@@ -339,8 +356,7 @@ impl Backend {
                 other => Err(self.unexpected(other.unwrap_or(Value::Nil))),
             };
         }
-        let (_pong, exec) = (replies.next(), replies.next());
-        match exec {
+        match replies.next() {
             Some(Value::Array(exec)) => match <[Value; 3]>::try_from(exec) {
                 Ok([_, Value::Okay, pttl]) => Ok(Written::Cacheable {
                     ttl: pttl_of(pttl),
@@ -462,7 +478,7 @@ impl Backend {
                 std::mem::take(&mut state.0)
             };
             self.metrics.write_barriers.inc();
-            if let Some((_, mut conn, _)) = self.connection() {
+            if let Some(mut conn) = self.invalidation_connection() {
                 let ping = redis::cmd("PING");
                 let answered = tokio::time::timeout(self.timeout, ping.query_async::<Value>(&mut conn)).await;
                 if !matches!(answered, Ok(Ok(_))) {

@@ -3,6 +3,14 @@
 //! mode, turns tracking on) → `Up` (health-checked with PING) → back to
 //! `Connecting` when the connection breaks. Requests never wait for a
 //! reconnect: while there is no connection they fail at once.
+//!
+//! In `tracking` mode there are two connections: the one reads go on,
+//! with `CLIENT TRACKING on REDIRECT <id>`, and the one whose id that is,
+//! which carries nothing but invalidations and the PINGs that show they
+//! have all arrived. So an invalidation never waits behind a large reply.
+//! Either one failing, or Redis saying `tracking-redir-broken` (the
+//! invalidation connection died while Redis kept tracking), retires both
+//! and drops everything cached.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -36,13 +44,13 @@ impl Backend {
                 r = self.connect(id) => r,
             };
             match attempt {
-                Ok((conn, atomic)) => {
+                Ok(link) => {
                     let tracking = self.mode == Invalidation::Tracking;
                     tracing::info!(target: "backend", tracking, "connected to Redis");
                     backoff = BACKOFF_MIN;
                     last_error = None;
-                    self.publish(id, conn.clone(), atomic);
-                    self.watch(id, conn, &shutdown).await;
+                    self.publish(id, &link);
+                    self.watch(id, link, &shutdown).await;
                     self.retire(id, FlushReason::Disconnected);
                     if !shutdown.is_cancelled() {
                         tracing::warn!(target: "backend", "lost the connection to Redis; reconnecting");
@@ -64,10 +72,10 @@ impl Backend {
         }
     }
 
-    /// A connection ready for requests, and whether it may use MULTI/EXEC:
-    /// in `tracking` mode, RESP3 with tracking on and everything cached
-    /// before it dropped.
-    async fn connect(self: &Arc<Self>, id: u64) -> Result<(MultiplexedConnection, bool), String> {
+    /// Connections ready for requests: in `tracking` mode, RESP3 with
+    /// tracking on (redirected to the invalidation connection) and
+    /// everything cached before them dropped.
+    async fn connect(self: &Arc<Self>, id: u64) -> Result<Link, String> {
         let tracking = self.mode == Invalidation::Tracking;
         let mut config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(500))))
@@ -84,23 +92,37 @@ impl Backend {
                 Ok::<(), Infallible>(())
             });
         }
-        let mut conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| {
-                // A Redis too old for HELLO answers with an error; a
-                // refused connection or a failed TLS handshake is I/O.
-                let hint = if tracking && !e.is_io_error() {
-                    " (--invalidation tracking needs Redis 7 or later)"
-                } else {
-                    ""
-                };
-                format!("{e}{hint}")
+        let open = || async {
+            self.client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|e| {
+                    // A Redis too old for HELLO answers with an error; a
+                    // refused connection or a failed TLS handshake is I/O.
+                    let hint = if tracking && !e.is_io_error() {
+                        " (--invalidation tracking needs Redis 7 or later)"
+                    } else {
+                        ""
+                    };
+                    format!("{e}{hint}")
+                })
+        };
+        let mut invalidations = None;
+        let mut conn = if tracking {
+            // The invalidation connection first: tracking is redirected to it.
+            let mut inval = open().await?;
+            self.check_version(&mut inval).await.inspect_err(|_| {
+                self.coherence.invalidate_all(FlushReason::TrackingRefused);
             })?;
-        if tracking {
-            self.start_tracking(&mut conn).await?;
-        }
+            let target = self.client_id(&mut inval).await?;
+            name(&mut inval, "redis-proxy:invalidations", self.timeout).await;
+            invalidations = Some(inval);
+            let mut conn = open().await?;
+            self.start_tracking(&mut conn, target).await?;
+            conn
+        } else {
+            open().await?
+        };
         let atomic = match tokio::time::timeout(self.timeout, probe_transactions(&mut conn)).await {
             Ok(Ok(atomic)) => atomic,
             _ => return Err("the MULTI/EXEC probe failed".into()),
@@ -108,30 +130,41 @@ impl Backend {
         if !atomic {
             tracing::warn!(target: "backend", "Redis refuses MULTI/EXEC; reading without it");
         }
-        // Named for operators, and kept out of maxmemory-clients eviction:
-        // a client asking for a huge reply must not get this connection
-        // evicted, which would drop the whole cache. Refused by an old
-        // Redis or a user without CLIENT, which is fine.
-        for args in [["SETNAME", "redis-proxy:tracked"], ["NO-EVICT", "on"]] {
-            let mut client = redis::cmd("CLIENT");
-            client.arg(&args[..]);
-            let _ = tokio::time::timeout(self.timeout, client.query_async::<Value>(&mut conn)).await;
-        }
+        name(&mut conn, "redis-proxy:tracked", self.timeout).await;
         if tracking {
             // Whatever was cached before this connection may have changed
             // while nothing was telling us.
             self.coherence.invalidate_all(FlushReason::Connected);
         }
-        Ok((conn, atomic))
+        Ok(Link {
+            reads: conn,
+            invalidations,
+            atomic,
+        })
     }
 
-    /// Redis 7 or later, then `CLIENT TRACKING ON`. A refusal (an older
-    /// Redis, a user without the CLIENT command) drops everything cached.
-    async fn start_tracking(&self, conn: &mut MultiplexedConnection) -> Result<(), String> {
-        let refused = match self.check_version(conn).await {
-            Err(refused) => Some(refused),
-            Ok(()) => self.tracking_on(conn).await?,
-        };
+    /// `CLIENT ID` of a connection.
+    async fn client_id(&self, conn: &mut MultiplexedConnection) -> Result<i64, String> {
+        let mut id = redis::cmd("CLIENT");
+        id.arg("ID");
+        match tokio::time::timeout(self.timeout, id.query_async::<Value>(conn)).await {
+            Ok(Ok(Value::Int(n))) => Ok(n),
+            Ok(Ok(other)) => Err(format!("CLIENT ID answered {other:?}")),
+            Ok(Err(e)) => {
+                self.coherence.invalidate_all(FlushReason::TrackingRefused);
+                Err(format!(
+                    "CLIENT ID failed ({e}): allow the CLIENT command for this user, or start with \
+                     --invalidation ttl"
+                ))
+            }
+            Err(_) => Err("CLIENT ID timed out".into()),
+        }
+    }
+
+    /// `CLIENT TRACKING on REDIRECT target`. A refusal (a user without the
+    /// CLIENT command) drops everything cached.
+    async fn start_tracking(&self, conn: &mut MultiplexedConnection, target: i64) -> Result<(), String> {
+        let refused = self.tracking_on(conn, target).await?;
         match refused {
             None => Ok(()),
             Some(refused) => {
@@ -143,12 +176,16 @@ impl Backend {
 
     /// `CLIENT TRACKING ON`: `Ok(Some(why))` if Redis refused it, `Err` if
     /// the connection failed.
-    async fn tracking_on(&self, conn: &mut MultiplexedConnection) -> Result<Option<String>, String> {
+    async fn tracking_on(
+        &self,
+        conn: &mut MultiplexedConnection,
+        target: i64,
+    ) -> Result<Option<String>, String> {
         let mut on = redis::cmd("CLIENT");
         // Not NOLOOP: it would also hide the evictions Redis makes while
         // running our own commands (under maxmemory), and those keys would
         // stay cached.
-        on.arg("TRACKING").arg("ON");
+        on.arg("TRACKING").arg("ON").arg("REDIRECT").arg(target);
         let why = match tokio::time::timeout(self.timeout, on.query_async::<Value>(conn)).await {
             Ok(Ok(Value::Okay)) => return Ok(None),
             Ok(Ok(other)) => format!("{other:?}"),
@@ -192,7 +229,12 @@ impl Backend {
 
     /// Returns when the connection numbered `id` is broken, has been
     /// retired, or shutdown begins.
-    async fn watch(&self, id: u64, mut conn: MultiplexedConnection, shutdown: &CancellationToken) {
+    async fn watch(&self, id: u64, link: Link, shutdown: &CancellationToken) {
+        let Link {
+            reads: mut conn,
+            mut invalidations,
+            ..
+        } = link;
         let mut ping_timeouts = 0;
         loop {
             let broken = self.broken.notified();
@@ -209,7 +251,18 @@ impl Backend {
                 _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
             }
             let ping = redis::cmd("PING");
-            match tokio::time::timeout(self.timeout, ping.query_async::<Value>(&mut conn)).await {
+            let pings = async {
+                let reads = ping.query_async::<Value>(&mut conn).await?;
+                if let Some(inval) = invalidations.as_mut() {
+                    // Its own reply: a PONG on a connection nobody else uses.
+                    let pong = ping.query_async::<Value>(inval).await?;
+                    if !matches!(&pong, Value::SimpleString(p) if p == "PONG") {
+                        return Ok(pong);
+                    }
+                }
+                Ok::<Value, redis::RedisError>(reads)
+            };
+            match tokio::time::timeout(self.timeout, pings).await {
                 Ok(Ok(Value::SimpleString(pong))) if pong == "PONG" => {
                     ping_timeouts = 0;
                     self.set_ready(self.is_current(id));
@@ -238,6 +291,26 @@ impl Backend {
                 }
             }
         }
+    }
+}
+
+/// The connections of one attempt: reads (tracked, in `tracking` mode),
+/// and where their invalidations go.
+pub(super) struct Link {
+    pub(super) reads: MultiplexedConnection,
+    pub(super) invalidations: Option<MultiplexedConnection>,
+    pub(super) atomic: bool,
+}
+
+/// Names a connection for operators, and keeps it out of
+/// `maxmemory-clients` eviction: a client asking for a huge reply must not
+/// get it evicted, which would drop the whole cache. Refused by an old
+/// Redis or a user without CLIENT, which is fine.
+async fn name(conn: &mut MultiplexedConnection, name: &str, timeout: Duration) {
+    for args in [["SETNAME", name], ["NO-EVICT", "on"]] {
+        let mut client = redis::cmd("CLIENT");
+        client.arg(&args[..]);
+        let _ = tokio::time::timeout(timeout, client.query_async::<Value>(conn)).await;
     }
 }
 

@@ -1,24 +1,31 @@
 //! CLIENT TRACKING: how Redis tells the proxy what changed, and why the
 //! cache built on it never keeps a value Redis no longer holds.
 //!
-//! The proxy reads through one RESP3 connection with `CLIENT TRACKING on`. Redis remembers every key a read on it touched and, when
-//! another client changes one (a write, an expiry, an eviction), pushes an
-//! `invalidate` message naming it, once, on the same connection. Three
-//! facts make this race-free:
+//! The proxy reads through one RESP3 connection with `CLIENT TRACKING on
+//! REDIRECT <id>`: Redis remembers every key a read on it touched and,
+//! when a client changes one (a write, an expiry, an eviction), pushes an
+//! `invalidate` message naming it, once, on a second connection, the one
+//! with that id, which carries nothing else. So an invalidation never
+//! waits behind a large reply to a read. Three facts make this race-free:
 //!
-//! 1. Redis runs commands one at a time and writes a connection's replies
-//!    and pushes in the order it produced them. A GET that ran before a
-//!    write has its reply ahead of that write's invalidation; a GET that
-//!    ran after it reads the new value.
+//! 1. A read stamps its key's generation before it is sent, and inserts
+//!    only if the stamp is still current (see `lookup::generation`); an
+//!    invalidation bumps the generation before it removes the entry.
+//!    Whichever of a read's reply and a later write's invalidation the
+//!    proxy handles first, the old value does not stay: handled after the
+//!    invalidation, the reply is not inserted; inserted before it, it is
+//!    removed by it. And the read made the key tracked before it ran, so
+//!    every later change is invalidated.
 //! 2. The redis crate hands a push to [`Backend::on_push`] synchronously,
 //!    in the connection's reader, before it delivers any reply that came
-//!    after it. So by the time a fetch sees its reply, every invalidation
-//!    Redis sent before that reply has been applied.
-//! 3. A read stamps its key's generation before it is sent, and inserts
-//!    only if the stamp is still current (see `lookup::generation`); an
-//!    invalidation bumps the generation before it removes the entry. A GET
-//!    whose reply is handled after the invalidation of a later write does
-//!    not insert; one that inserted before it is removed by it.
+//!    after it, and Redis queues a write's invalidation before it answers
+//!    the writer. So once a PING on the invalidation connection, sent after
+//!    some moment, is answered, every invalidation of a write acknowledged
+//!    before that moment has been applied ([`Backend::caught_up`]): what
+//!    read-your-writes and a SET through the proxy wait for.
+//! 3. If the invalidation connection dies, Redis keeps tracking and only
+//!    tells the read connection (`tracking-redir-broken`): that, or either
+//!    connection failing, drops everything and reconnects both.
 //!
 //! Not NOLOOP: with it Redis also keeps quiet about the keys it evicts
 //! while running this connection's own commands (under `maxmemory`, any
@@ -61,6 +68,11 @@ impl Backend {
                 None => self.coherence.invalidate_all(FlushReason::Flushall),
             },
             PushKind::Disconnection => self.retire(id, FlushReason::Disconnected),
+            // The invalidation connection is gone, and Redis kept tracking:
+            // invalidations are being lost.
+            PushKind::Other(kind) if kind == "tracking-redir-broken" => {
+                self.retire(id, FlushReason::Disconnected)
+            }
             _ => {}
         }
     }
