@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{Proxy, RedisServer, setup, wait_for};
 
 fn resp(proxy: &Proxy) -> redis::Connection {
@@ -45,16 +47,24 @@ fn a_write_made_directly_on_redis_is_seen_over_http_and_resp() {
         (Some("bar".into()), Some("bar".into()))
     );
     assert_eq!(proxy.get("/get/foo").cache(), "HIT");
-    redis.set("foo", "baz");
-    until_both(&proxy, &mut c, "foo", Some("baz"));
-    redis.cmd(&["DEL", "foo"]);
-    until_both(&proxy, &mut c, "foo", None);
-    redis.set("foo", "qux");
-    until_both(&proxy, &mut c, "foo", Some("qux"));
-    redis.cmd(&["APPEND", "foo", "!"]);
-    until_both(&proxy, &mut c, "foo", Some("qux!"));
-    redis.cmd(&["FLUSHALL"]);
-    until_both(&proxy, &mut c, "foo", None);
+    // Each change is served within a bound: the invalidation's trip, far
+    // below it on any machine (a staleness bound is correctness, asserted
+    // generously; invalidations held back 500 ms fail it).
+    let within = |change: &dyn Fn(), want: Option<&str>, c: &mut redis::Connection| {
+        let start = std::time::Instant::now();
+        change();
+        until_both(&proxy, c, "foo", want);
+        let took = start.elapsed();
+        assert!(
+            took < Duration::from_millis(450),
+            "{want:?} served after {took:?}"
+        );
+    };
+    within(&|| redis.set("foo", "baz"), Some("baz"), &mut c);
+    within(&|| drop(redis.cmd(&["DEL", "foo"])), None, &mut c);
+    within(&|| redis.set("foo", "qux"), Some("qux"), &mut c);
+    within(&|| drop(redis.cmd(&["APPEND", "foo", "!"])), Some("qux!"), &mut c);
+    within(&|| drop(redis.cmd(&["FLUSHALL"])), None, &mut c);
     assert!(proxy.metric("redis_proxy_invalidations_total") >= 3.0);
     assert_eq!(
         proxy.metric("redis_proxy_cache_flushes_total{reason=\"flushall\"}"),
@@ -138,4 +148,50 @@ fn a_redis_user_that_may_not_turn_tracking_on_is_never_served_from_cache() {
     let proxy = Proxy::start_url(&url, &["--invalidation", "ttl"]);
     proxy.wait_ready();
     assert_eq!(proxy.get("/get/k").json()["value"], "v");
+}
+
+#[test]
+fn an_invalidation_does_not_wait_behind_a_large_reply() {
+    let (redis, proxy) = setup(&[
+        "--cache-ttl",
+        "1h",
+        "--backend-timeout",
+        "30s",
+        "--client-output-limit",
+        "1GiB",
+    ]);
+    redis.set("small", "old");
+    let mut c = resp(&proxy);
+    assert_eq!(resp_get(&mut c, "small").as_deref(), Some("old"));
+    // 192 MiB: not cached (over --cache-max-value-bytes), and long on the
+    // wire; its reply is in flight on the read connection while the
+    // direct write below happens.
+    let big = "x".repeat(192 << 20);
+    redis.set("big", &big);
+    drop(big);
+    redis.cmd(&["CONFIG", "RESETSTAT"]);
+    let port = proxy.resp;
+    let reader = std::thread::spawn(move || {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/0"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let v: Vec<u8> = redis::cmd("GET").arg("big").query(&mut c).unwrap();
+        v.len()
+    });
+    wait_for("Redis to run the large GET", || {
+        (redis.calls("get") >= 1).then_some(())
+    });
+    let answered = || proxy.metric("redis_proxy_requests_total{frontend=\"resp\",outcome=\"miss\"}");
+    let misses = answered();
+    let invalidations = proxy.metric("redis_proxy_invalidations_total");
+    redis.set("small", "new");
+    wait_for("the invalidation", || {
+        (proxy.metric("redis_proxy_invalidations_total") > invalidations).then_some(())
+    });
+    // Applied while the large reply was still on its way from Redis: the
+    // large GET has not been answered yet.
+    assert_eq!(answered(), misses, "the invalidation waited for the large reply");
+    assert_eq!(reader.join().unwrap(), 192 << 20);
+    assert_eq!(resp_get(&mut c, "small").as_deref(), Some("new"));
 }
