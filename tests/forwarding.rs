@@ -522,3 +522,18 @@ fn the_proxys_own_connections_are_not_evicted_for_client_memory() {
     }
     ok(&mut c, &["DISCARD"]);
 }
+
+#[test]
+fn a_swapdb_through_the_proxy_drops_the_cache() {
+    // Redis sends no invalidation for SWAPDB (7.0): the proxy must drop
+    // what it holds itself.
+    let (redis, proxy) = setup(&["--allow-writes", "--cache-ttl", "1h"]);
+    redis.set("x:k", "zero");
+    let mut db1 = connect_db(redis.port, 1);
+    ok(&mut db1, &["SET", "x:k", "one"]);
+    let mut c = connect(proxy.resp);
+    assert_eq!(ok(&mut c, &["GET", "x:k"]), bulk("zero"));
+    assert_eq!(ok(&mut c, &["GET", "x:k"]), bulk("zero"), "cached");
+    ok(&mut c, &["SWAPDB", "0", "1"]);
+    assert_eq!(ok(&mut connect(proxy.resp), &["GET", "x:k"]), bulk("one"));
+}
