@@ -9,6 +9,14 @@ as the median and the spread (min-max) of the ratio:
 - RESP hits, -c 1 -P 1 and -c 50 -P 16: the proxy against Redis direct
 - RESP misses on present keys (a proxy with --cache-capacity 1), -c 1 and
   -c 50 -P 16: against twemproxy, which also forwards every GET
+- forwarded commands (redis-benchmark -t set, incr, lpush, hset, each a
+  row) through a proxy with --allow-writes, -c 1 and -c 50 -P 16: against
+  twemproxy. (A plain SET goes through the cache; the others are
+  forwarded, and every write's reply waits for its invalidations.)
+- the read-your-writes barrier's cost: INCR through the proxy with
+  tracking (each reply held until a PING on the invalidation connection
+  returns, one PING shared by the writes waiting) against the same proxy
+  with --invalidation ttl (no barrier)
 - HTTP, wrk -t2 -c50 on a random key of 10,000: against webdis, and against
   the seed's Flask design (bench/flask/app.py)
 - CPU time per request: the proxy's (from /proc/<pid>/stat) next to
@@ -38,6 +46,8 @@ WRK_SECONDS = 2 if QUICK else 5
 N_LATENCY = 20_000 if QUICK else 100_000
 N_THROUGHPUT = 300_000 if QUICK else 2_000_000
 N_FLASK_SECONDS = 2 if QUICK else 5
+N_WRITES_LATENCY = 5_000 if QUICK else 20_000
+N_WRITES = 100_000 if QUICK else 400_000
 KEYS = 10_000
 VALUE = b"v" * 64
 RSS_KEYS = 100_000 if QUICK else 1_000_000
@@ -125,16 +135,16 @@ def key(i):
 P50 = {}  # port -> p50 latencies (ms) seen at -c 1
 
 
-def redis_benchmark(port, clients, pipeline, n):
+def redis_benchmark(port, clients, pipeline, n, test="get"):
     out = subprocess.run(
         ["redis-benchmark", "-p", str(port), "-c", str(clients), "-P", str(pipeline), "-n", str(n),
-         "-r", str(KEYS), "-t", "get", "-q"],
+         "-r", str(KEYS), "-t", test, "-q"],
         capture_output=True, text=True, timeout=600,
     ).stdout
     out = out.replace("\r", "\n")
     found = re.findall(r"([0-9.]+) requests per second", out)
     p50 = re.findall(r"requests per second, p50=([0-9.]+) msec", out)
-    if clients == 1 and p50:
+    if clients == 1 and p50 and test == "get":
         P50.setdefault(port, []).append(float(p50[-1]))
     return float(found[-1]) if found else 0.0
 
@@ -231,6 +241,8 @@ def run_all():
 
     hits, hits_http, hits_resp = proxy(redis_port)
     misses, _, misses_resp = proxy(redis_port, "--cache-capacity", "1")
+    _, _, writes_resp = proxy(redis_port, "--allow-writes")
+    _, _, no_barrier_resp = proxy(redis_port, "--allow-writes", "--invalidation", "ttl")
     twem_port, twem_stats = free_port(), free_port()
     with open(os.path.join(tempdir, "twem.yml"), "w") as f:
         f.write(f"bench:\n  listen: 127.0.0.1:{twem_port}\n  redis: true\n"
@@ -272,6 +284,17 @@ def run_all():
                         ("twemproxy", twem_port), bench(1, 1, N_LATENCY), 1.0))
     rows.append(compare("RESP misses (--cache-capacity 1), -c 50 -P 16", ("redis-proxy", misses_resp),
                         ("twemproxy", twem_port), bench(50, 16, N_THROUGHPUT), 1.0))
+    log("forwarded commands ...")
+    for test in ["set", "incr", "lpush", "hset"]:
+        for clients, pipeline, n in [(1, 1, N_WRITES_LATENCY), (50, 16, N_WRITES)]:
+            run = lambda target, c=clients, p=pipeline, n=n, t=test: redis_benchmark(target[1], c, p, n, t)
+            rows.append(compare(f"{test.upper()}, -c {clients} -P {pipeline}", ("redis-proxy", writes_resp),
+                                ("twemproxy", twem_port), run, 1.0))
+    log("the write barrier ...")
+    for clients, pipeline, n in [(1, 1, N_WRITES_LATENCY), (50, 16, N_WRITES)]:
+        run = lambda target, c=clients, p=pipeline, n=n: redis_benchmark(target[1], c, p, n, "incr")
+        rows.append(compare(f"INCR, -c {clients} -P {pipeline}: barrier cost", ("tracking", writes_resp),
+                            ("--invalidation ttl", no_barrier_resp), run, 0.0))
     log("HTTP ...")
     rows.append(compare("HTTP, wrk -t2 -c50, random key of 10,000", ("redis-proxy", hits_http, "/get/"),
                         ("webdis", webdis_port, "/GET/"), http, 3.0))
@@ -333,8 +356,11 @@ def write(rows, extra):
         "|---|---|---:|---|---:|---:|---:|---|",
     ]
     for name, s, s_rps, r, r_rps, ratio, goal, median in rows:
-        met = "yes" if median >= goal else "no"
-        lines.append(f"| {name} | {s} | {s_rps} | {r} | {r_rps} | {ratio} | >= {goal:g}x | {met} |")
+        if goal:
+            met, goal_text = ("yes" if median >= goal else "no"), f">= {goal:g}x"
+        else:
+            met, goal_text = "–", "–"
+        lines.append(f"| {name} | {s} | {s_rps} | {r} | {r_rps} | {ratio} | {goal_text} | {met} |")
     lat = extra["p50"]
     if lat:
         lines += ["", "p50 latency at -c 1 (median of the runs, ms; redis-benchmark's own figure): " + ", ".join(

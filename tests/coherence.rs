@@ -139,6 +139,9 @@ struct Run {
     reads: Mutex<Vec<Read>>,
     staleness: Mutex<Vec<u64>>,
     stale_probes: AtomicU64,
+    /// Writes whose first read through the proxy, right after the
+    /// writer's acknowledgement, still saw the old value.
+    stale_first_reads: AtomicU64,
     unconverged: AtomicU64,
     writes_done: AtomicU64,
     revealed: AtomicU64,
@@ -188,6 +191,7 @@ impl Run {
         want: &Option<Vec<u8>>,
     ) -> Option<u64> {
         let start = self.clock.now();
+        let mut first = true;
         loop {
             let send = self.clock.now();
             let got = http_value(c, &self.names[key]);
@@ -198,7 +202,11 @@ impl Run {
             let done = matches!(&got, Ok(v) if v == want || v.is_none());
             if matches!(&got, Ok(v) if v == old && v != want && v.is_some()) {
                 self.stale_probes.fetch_add(1, Ordering::Relaxed);
+                if first {
+                    self.stale_first_reads.fetch_add(1, Ordering::Relaxed);
+                }
             }
+            first = false;
             self.reads.lock().unwrap().push(Read {
                 keys: vec![key],
                 send,
@@ -515,6 +523,7 @@ fn readers_never_see_a_value_redis_did_not_hold() {
         reads: Mutex::new(Vec::new()),
         staleness: Mutex::new(Vec::new()),
         stale_probes: AtomicU64::new(0),
+        stale_first_reads: AtomicU64::new(0),
         unconverged: AtomicU64::new(0),
         writes_done: AtomicU64::new(0),
         revealed: AtomicU64::new(0),
@@ -646,7 +655,8 @@ fn readers_never_see_a_value_redis_did_not_hold() {
     let report = format!(
         "coherence ({} mode, {} s, {} writers x {} keys, {} readers): {} writes, {} reads ({} values, {} \
          errors), {} wrong values; staleness after a write's ack: p50 {} µs, p99 {} µs, max {} \
-         µs over {} writes ({} probes still saw the old value, {} never converged); {} \
+         µs over {} writes ({} probes still saw the old value, the first read after {} of the \
+         writes, {} never converged); {} \
          invalidations ({:.0}/s), {} keys evicted by Redis since its restart ({} of ours \
          revealed), {} proxy cache hits, {} late final reads",
         settings.invalidation,
@@ -664,6 +674,7 @@ fn readers_never_see_a_value_redis_did_not_hold() {
         staleness.last().copied().unwrap_or(0),
         staleness.len(),
         run.stale_probes.load(Ordering::Relaxed),
+        run.stale_first_reads.load(Ordering::Relaxed),
         run.unconverged.load(Ordering::Relaxed),
         invalidations,
         invalidations / settings.secs as f64,
