@@ -49,6 +49,8 @@ pub struct Info {
 pub struct KeySpec {
     pub begin: Begin,
     pub find: Find,
+    /// Redis's `incomplete` flag: the spec may miss some keys (MIGRATE).
+    pub incomplete: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,9 +207,10 @@ fn blocks_with(info: &Info, args: &[Bytes]) -> bool {
 
 impl Info {
     /// The keys of `args` (name first), in order; None if they cannot be
-    /// known from the arguments (a command without specs whose keys move).
+    /// known from the arguments (a command without specs whose keys move,
+    /// or one whose specs Redis says may miss some).
     pub fn keys<'a>(&self, args: &'a [Bytes]) -> Option<Vec<&'a Bytes>> {
-        if self.movable && self.keys.is_empty() {
+        if (self.movable && self.keys.is_empty()) || self.keys.iter().any(|k| k.incomplete) {
             return None;
         }
         let mut keys = Vec::new();
@@ -314,6 +317,7 @@ fn parse_entry(entry: &Value) -> Option<(Info, Vec<Info>)> {
                     step: step.max(1) as usize,
                     limit: 0,
                 },
+                incomplete: false,
             }],
             _ => Vec::new(),
         },
@@ -357,7 +361,18 @@ fn parse_key_spec(spec: &Value) -> Option<KeySpec> {
         },
         _ => return None,
     };
-    Some(KeySpec { begin, find })
+    let incomplete = match field(&fields, "flags") {
+        Some(Value::Array(flags) | Value::Set(flags)) => flags
+            .iter()
+            .filter_map(text)
+            .any(|f| f.eq_ignore_ascii_case("incomplete")),
+        _ => false,
+    };
+    Some(KeySpec {
+        begin,
+        find,
+        incomplete,
+    })
 }
 
 fn pairs(v: &Value) -> Option<Vec<(String, &Value)>> {

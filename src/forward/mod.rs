@@ -15,26 +15,28 @@
 //! # Read-your-writes
 //!
 //! When a client has the reply to a write sent through the proxy, no later
-//! read through this proxy returns what the write replaced. The proxy does
-//! not try to know which keys a write touched (a script may touch keys it
-//! did not declare; a transaction, RENAME or FLUSHDB touch several): it
-//! lets Redis say so. Every key the cache holds was read on the tracked
-//! connection, so Redis invalidates it for the proxy whenever it changes,
-//! whoever changes it. Redis queues that invalidation on the tracked
-//! connection while it runs the write, before it writes the write's reply.
-//! So a write's reply is held until a PING, sent on the tracked connection
-//! *after* that reply arrived, has been answered: the invalidation was
-//! queued ahead of the PING, and the connection's reader applies pushes
-//! before it hands over the replies that follow them. Reads already in
-//! flight were stamped before that invalidation bumped their key's
-//! generation, so they do not insert the old value. One PING serves every
-//! write waiting when it is sent (see [`crate::backend::Backend::caught_up`]).
+//! read through this proxy returns what the write replaced. Before the
+//! reply is passed on:
 //!
-//! Two writes Redis does not report: SWAPDB (no invalidation at all), and
-//! anything when tracking is off (`--invalidation ttl`). After a SWAPDB
-//! the whole cache is dropped; in `ttl` mode the write's keys are dropped
-//! when they can be known from the command, and the whole cache when they
-//! cannot (scripts, transactions, FLUSHDB…).
+//! - **Keys known from the command** (its key specs: INCR, HSET, RENAME,
+//!   a transaction of such commands, EVAL's declared keys are not enough):
+//!   each key's generation is bumped and its entry dropped. The write has
+//!   run in Redis, so a read sent from now on reads the new value; a read
+//!   already in flight may carry the old one, but it was stamped before the
+//!   bump, so it does not insert, and one that inserted before the bump was
+//!   dropped by it. No round trip, in either invalidation mode.
+//! - **Keys not knowable** (a script may touch keys it did not declare;
+//!   FLUSHDB, MIGRATE…), with tracking: every cached key was read on the
+//!   tracked connection, so Redis invalidates it for the proxy whenever it
+//!   changes, whoever changes it, and queues that invalidation before it
+//!   answers the writer. The reply is held until a PING, sent on the
+//!   invalidation connection *after* the reply arrived, has been answered:
+//!   the connection's reader applies pushes before it hands over the
+//!   replies that follow them (see
+//!   [`crate::backend::Backend::caught_up`]). One PING serves every write
+//!   waiting when it is sent. Without tracking, the whole cache is dropped.
+//! - **SWAPDB**, which Redis does not report at all: the whole cache is
+//!   dropped.
 
 mod link;
 mod pinned;
@@ -232,21 +234,17 @@ impl Forwarder {
         self.max_pinned
     }
 
-    /// Holds a write's reply until the cache can no longer serve what the
-    /// write replaced (see the module doc). `keys`: the keys the command
-    /// names, None when they cannot be known; `swapdb`: the write swapped
-    /// databases, which Redis does not report.
+    /// Before a write's reply is passed on: makes sure the cache can no
+    /// longer serve what the write replaced (see the module doc). `keys`:
+    /// the keys the command names, None when they cannot be known;
+    /// `swapdb`: the write swapped databases, which Redis does not report.
     pub async fn after_write(&self, keys: Option<Vec<Bytes>>, swapdb: bool) {
-        match self.backend.mode() {
-            Invalidation::Tracking => {
-                self.backend.caught_up().await;
-                if swapdb {
-                    self.coherence.invalidate_all(FlushReason::Write);
-                }
-            }
-            Invalidation::Ttl => match keys {
-                Some(keys) if !swapdb => self.coherence.invalidate(&keys),
-                _ => self.coherence.invalidate_all(FlushReason::Write),
+        match keys {
+            _ if swapdb => self.coherence.invalidate_all(FlushReason::Write),
+            Some(keys) if !keys.is_empty() => self.coherence.invalidate(&keys),
+            _ => match self.backend.mode() {
+                Invalidation::Tracking => self.backend.caught_up().await,
+                Invalidation::Ttl => self.coherence.invalidate_all(FlushReason::Write),
             },
         }
     }

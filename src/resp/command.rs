@@ -17,8 +17,6 @@ pub enum Command {
     // Data, through the cache.
     Get(Bytes),
     Mget(Vec<Bytes>),
-    /// The whole command (`SET key value [options]`), as it may be forwarded.
-    Set(Vec<Bytes>),
     /// Any other command, whole, to be forwarded to Redis.
     Forward(Vec<Bytes>),
     // The connection, answered locally.
@@ -61,7 +59,6 @@ const fn spec(name: &'static str, arity: i64) -> Spec {
 pub const SPECS: &[Spec] = &[
     spec("get", 2),
     spec("mget", -2),
-    spec("set", -3),
     Spec {
         max_args: Some(2),
         ..spec("ping", -1)
@@ -129,15 +126,7 @@ impl Command {
                 format!("wrong number of arguments for '{}' command", spec.name),
             ));
         }
-        if spec.name == "set" {
-            // A plain SET goes through the cache; with options (EX, NX,
-            // GET…) Redis decides, and it is forwarded like any write.
-            return Ok(if n == 3 {
-                Command::Set(args)
-            } else {
-                Command::Forward(args)
-            });
-        }
+
         args.remove(0);
         let rest = args;
         let first = || rest[0].clone();
@@ -180,7 +169,7 @@ impl Command {
         Some(match self {
             Command::Get(key) => vec![name("GET"), key],
             Command::Mget(keys) => std::iter::once(name("MGET")).chain(keys).collect(),
-            Command::Set(args) | Command::Forward(args) => args,
+            Command::Forward(args) => args,
             Command::Ping(message) => std::iter::once(name("PING")).chain(message).collect(),
             Command::Echo(message) => vec![name("ECHO"), message],
             Command::Info(sections) => std::iter::once(name("INFO")).chain(sections).collect(),
@@ -222,10 +211,6 @@ mod tests {
             parse(&["SET", "k", "v", "EX", "1"]).unwrap(),
             Command::Forward(["SET", "k", "v", "EX", "1"].map(b).to_vec())
         );
-        assert_eq!(
-            parse(&["SET", "k", "v"]).unwrap(),
-            Command::Set(["SET", "k", "v"].map(b).to_vec())
-        );
         assert_eq!(parse(&["PING"]), Ok(Command::Ping(None)));
         assert_eq!(
             parse(&["AUTH", "u", "p"]),
@@ -247,7 +232,6 @@ mod tests {
         assert_eq!(parse(&["GET"]), wrong("get"));
         assert_eq!(parse(&["GET", "a", "b"]), wrong("get"));
         assert_eq!(parse(&["MGET"]), wrong("mget"));
-        assert_eq!(parse(&["SET", "k"]), wrong("set"));
         assert_eq!(parse(&["PING", "a", "b"]), wrong("ping"));
         assert_eq!(parse(&["AUTH", "a", "b", "c"]), wrong("auth"));
         assert_eq!(parse(&["SELECT"]), wrong("select"));

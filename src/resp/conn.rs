@@ -346,7 +346,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     fn to_redis(&self, command: &Command) -> bool {
         let holds = self.session.pin.as_ref().is_some_and(|p| p.holds_reads());
         match command {
-            Command::Get(_) | Command::Mget(_) | Command::Set(_) => !self.session.reads_cache(&self.app),
+            Command::Get(_) | Command::Mget(_) => !self.session.reads_cache(&self.app),
             Command::Ping(_) | Command::Echo(_) | Command::Info(_) => holds,
             Command::Select(_) => self.session.pin.is_some() && !holds,
             _ => false,

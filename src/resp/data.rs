@@ -1,10 +1,9 @@
-//! GET and MGET through the cache; a plain SET written through it (with
-//! `--allow-writes`).
+//! GET and MGET through the cache.
 
 use bytes::Bytes;
 
 use super::encode::Reply;
-use super::{Answer, Then, ok, refused};
+use super::{Answer, Then, refused};
 use crate::app::{self, App};
 use crate::error::Error;
 use crate::lookup::Found;
@@ -39,18 +38,6 @@ pub async fn mget_each(app: &App, keys: &[Bytes]) -> Result<(Vec<Reply>, Outcome
             Ok((values, outcome))
         }
         Err(e) => Err(refused(&e)),
-    }
-}
-
-/// A plain `SET key value`: written through the cache, which keeps the
-/// value fresh (SET with options is forwarded like any other write).
-pub async fn set(app: &App, args: Vec<Bytes>) -> Answer {
-    if !app.allow_writes {
-        return refused(&disabled("SET"));
-    }
-    match app.lookup.set(args[1].clone(), args[2].clone()).await {
-        Ok(()) => ok(Reply::ok()),
-        Err(e) => refused(&e),
     }
 }
 

@@ -28,6 +28,7 @@ use super::data::disabled;
 use super::encode::{Reply, encode};
 use super::{Then, refused};
 use crate::commands::{Class, Table};
+use crate::config::Invalidation;
 use crate::error::Error;
 use crate::forward::{Pinned, pack, reply};
 use crate::metrics::Outcome;
@@ -497,8 +498,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             replies
         };
-        // A write's bookkeeping finishes even if its client hangs up.
-        let replies = if writes {
+        // Without tracking, a write's bookkeeping must finish even if its
+        // client hangs up (with tracking, Redis's own invalidation would
+        // follow anyway).
+        let replies = if writes && self.app.backend.mode() == Invalidation::Ttl {
             tokio::spawn(send)
                 .await
                 .unwrap_or_else(|e| Err(Error::internal(format!("the write task failed: {e}"))))

@@ -93,7 +93,6 @@ async fn execute(app: &App, session: &mut Session, command: Command) -> Answer {
             Ok((values, outcome)) => (Reply::Array(values), outcome, Then::Continue),
             Err(answer) => answer,
         },
-        Command::Set(args) => data::set(app, args).await,
         Command::Ping(message) => connection::ping(message),
         Command::Echo(message) => ok(Reply::Bulk(message)),
         Command::Quit => (Reply::ok(), Outcome::Ok, Then::Close),
