@@ -539,3 +539,35 @@ fn a_swapdb_through_the_proxy_drops_the_cache() {
     ok(&mut c, &["SWAPDB", "0", "1"]);
     assert_eq!(ok(&mut connect(proxy.resp), &["GET", "x:k"]), bulk("one"));
 }
+
+#[test]
+fn many_clients_pipelining_on_one_shared_connection_each_get_their_own_replies() {
+    // Clients that find the shared connection busy queue their batches for
+    // the writer task; those that find it free write themselves. Each
+    // batch must still get its own replies, in order.
+    let (redis, proxy) = setup(&["--allow-writes"]);
+    let port = proxy.resp;
+    let clients: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut c = connect(port);
+                let key = format!("many:{t}");
+                for round in 0..100i64 {
+                    let mut pipe = redis::pipe();
+                    for _ in 0..10 {
+                        pipe.cmd("INCR").arg(&key);
+                    }
+                    let got: Vec<i64> = pipe.query(&mut c).unwrap();
+                    let want: Vec<i64> = (round * 10 + 1..=round * 10 + 10).collect();
+                    assert_eq!(got, want, "client {t}");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    for t in 0..8 {
+        assert_eq!(redis.cmd(&["GET", &format!("many:{t}")]), bulk("1000"));
+    }
+}

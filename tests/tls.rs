@@ -108,6 +108,27 @@ fn serves_and_tracks(redis: &RedisServer, proxy: &Proxy) {
     wait_for("the direct write to be seen", || {
         (proxy.get("/get/tls-key").json()["value"] == "v2").then_some(())
     });
+    // Forwarded commands go over TLS too, on connections of their own:
+    // shared (a pipeline) and pinned (a transaction).
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{}/0", proxy.resp))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let (strlen, exists): (i64, i64) = redis::pipe()
+        .cmd("STRLEN")
+        .arg("tls-key")
+        .cmd("EXISTS")
+        .arg("tls-key")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((strlen, exists), (2, 1));
+    let (value,): (String,) = redis::pipe()
+        .atomic()
+        .cmd("GET")
+        .arg("tls-key")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(value, "v2");
 }
 
 /// Waits for the proxy to log why it cannot use Redis; then it is not

@@ -242,7 +242,9 @@ impl Link {
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.io.write_all(bytes).await.map_err(lost)
+        self.io.write_all(bytes).await.map_err(lost)?;
+        // TLS buffers what it encrypts until flushed.
+        self.io.flush().await.map_err(lost)
     }
 
     /// The next whole reply. Cancel-safe: what was read stays for the
