@@ -518,6 +518,10 @@ fn the_proxys_own_connections_are_not_evicted_for_client_memory() {
             "{list}"
         );
     }
+    for kind in ["reads", "invalidations", "shared", "pinned"] {
+        let gauge = format!("redis_proxy_backend_connections{{kind=\"{kind}\"}}");
+        assert_eq!(proxy.metric(&gauge), 1.0, "{kind}");
+    }
     for line in ours {
         let flags = line.split(' ').find_map(|f| f.strip_prefix("flags=")).unwrap();
         assert!(flags.contains('e'), "not no-evict: {line}");

@@ -158,8 +158,10 @@ impl Backend {
             atomic: link.atomic,
         };
         self.set_ready(true);
+        self.metrics.backend_connections("reads").set(1);
         if self.mode == Invalidation::Tracking {
             self.metrics.tracking.set(1);
+            self.metrics.backend_connections("invalidations").set(1);
         }
     }
 
@@ -178,6 +180,8 @@ impl Backend {
             published.invalidations = None;
         }
         self.set_ready(false);
+        self.metrics.backend_connections("reads").set(0);
+        self.metrics.backend_connections("invalidations").set(0);
         if self.mode == Invalidation::Tracking {
             self.metrics.tracking.set(0);
             self.coherence.invalidate_all(reason);

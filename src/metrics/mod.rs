@@ -207,8 +207,9 @@ pub struct Metrics {
     pub commands: Family<CommandLabels, Counter>,
     /// Backend connections held for one client each, in use.
     pub pinned: Gauge,
-    /// Backend connections open, by kind (`tracked`, `shared`, `pinned`,
-    /// `idle`).
+    /// Backend connections open, by kind: `reads` (the cached reads'),
+    /// `invalidations` (where tracking sends them), `shared` (forwarded
+    /// commands), `pinned`, `idle` (pinned ones kept for reuse).
     pub backend_connections: Family<KindLabels, Gauge>,
     /// Round trips spent waiting for the invalidations a write caused.
     pub write_barriers: Counter,

@@ -301,6 +301,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 command => {
                     let answer = match command {
                         Ok(command) if self.pinned_refuses(&command) => {
+                            // The name only: an AUTH's arguments are a password.
+                            let name = match command {
+                                Command::Hello(_) => "hello",
+                                Command::Auth { .. } => "auth",
+                                Command::Select(_) => "select",
+                                _ => "client",
+                            };
+                            tracing::debug!(target: "resp", command = name, "refused while pinned");
                             if let Some(pin) = self.session.pin.as_mut() {
                                 pin.refused_in_multi();
                             }
