@@ -8,9 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-REDIS_PY_VERSION=7.4.1
-NODE_REDIS_VERSION=5.12.4
-IOREDIS_VERSION=5.11.1
+REDIS_PY_VERSION=8.2.0
+NODE_REDIS_VERSION=6.4.0
+IOREDIS_VERSION=6.1.0
 
 dir=target/clients
 venv=$dir/venv
