@@ -216,6 +216,16 @@ fn hello_3_switches_to_resp3() {
         b"%1\r\n$10\r\nappendonly\r\n$2\r\nno\r\n",
     );
     c.expect(&cmd(&[b"CLIENT", b"GETNAME"]), b"$5\r\nthree\r\n");
+    // INFO is a verbatim string in RESP3, as Redis sends it.
+    c.send(&cmd(&[b"INFO", b"proxy"]));
+    let header = c.expect_line(b"", "=");
+    let len: usize = header[1..header.len() - 2].parse().unwrap();
+    let info = c.read_exact(len + 2);
+    assert!(
+        info.starts_with(b"txt:# Proxy\r\n"),
+        "{}",
+        String::from_utf8_lossy(&info)
+    );
     c.send(&cmd(&[b"HELLO", b"2"]));
     assert_eq!(c.read_exact(4), b"*14\r");
 }

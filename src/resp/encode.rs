@@ -139,6 +139,9 @@ pub enum Reply {
     Error(String),
     Int(i64),
     Bulk(Bytes),
+    /// Text for a person (INFO): RESP3's verbatim string (`=`, format
+    /// `txt`), a bulk string in RESP2.
+    Verbatim(Bytes),
     Null,
     Array(Vec<Reply>),
     /// A map in RESP3, a flat array of key, value, … in RESP2.
@@ -180,6 +183,13 @@ pub fn encode(reply: &Reply, proto: Proto, out: &mut Output) {
             out.put_value(b);
             out.put_slice(b"\r\n");
         }
+        Reply::Verbatim(text) if proto == Proto::Resp3 => {
+            header(out, b'=', text.len() + 4);
+            out.put_slice(b"txt:");
+            out.put_value(text);
+            out.put_slice(b"\r\n");
+        }
+        Reply::Verbatim(b) => encode(&Reply::Bulk(b.clone()), proto, out),
         Reply::Null => match proto {
             Proto::Resp2 => out.put_slice(b"$-1\r\n"),
             Proto::Resp3 => out.put_slice(b"_\r\n"),

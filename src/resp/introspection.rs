@@ -58,7 +58,7 @@ pub async fn info(app: &App, session: &Session, sections: &[Bytes]) -> Answer {
         }
         text.push_str(&proxy_section(app));
     }
-    ok(Reply::Bulk(text.into()))
+    ok(Reply::Verbatim(text.into()))
 }
 
 fn proxy_section(app: &App) -> String {
