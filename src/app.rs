@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::backend::{Backend, Coherence};
 use crate::cache::{Bounds, Store};
@@ -32,7 +32,7 @@ pub struct App {
     pub resp_metrics: FrontendMetrics,
     /// `--max-parallel` permits; fair, so with one permit requests run in
     /// arrival order.
-    parallel: Semaphore,
+    parallel: Arc<Semaphore>,
     pub allow_writes: bool,
     client_password: Option<String>,
     pub max_clients: usize,
@@ -110,7 +110,7 @@ impl App {
             http_metrics: metrics.frontend("http"),
             resp_metrics: metrics.frontend("resp"),
             metrics,
-            parallel: Semaphore::new(config.max_parallel()),
+            parallel: Arc::new(Semaphore::new(config.max_parallel())),
             allow_writes: config.allow_writes,
             client_password: config.client_password.clone(),
             max_clients: config.max_clients as usize,
@@ -131,12 +131,12 @@ impl App {
     /// A `--max-parallel` slot, held while a request (or a RESP batch) is
     /// worked on. The semaphore is fair, so slots are handed out in the
     /// order they were asked for.
-    pub async fn slot(&self) -> SemaphorePermit<'_> {
-        match self.parallel.try_acquire() {
+    pub async fn slot(&self) -> OwnedSemaphorePermit {
+        match self.parallel.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
                 self.metrics.requests_queued.inc();
-                let permit = self.parallel.acquire().await;
+                let permit = self.parallel.clone().acquire_owned().await;
                 self.metrics.requests_queued.dec();
                 permit.expect("the semaphore is never closed")
             }

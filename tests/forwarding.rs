@@ -575,3 +575,20 @@ fn many_clients_pipelining_on_one_shared_connection_each_get_their_own_replies()
         assert_eq!(redis.cmd(&["GET", &format!("many:{t}")]), bulk("1000"));
     }
 }
+
+#[test]
+fn a_client_blocked_in_blpop_holds_no_max_parallel_slot() {
+    // With --max-parallel 1 (one request at a time), a BLPOP that waits
+    // must not stop every other client.
+    let (redis, proxy) = setup(&["--allow-writes", "--max-parallel", "1"]);
+    redis.set("p:k", "v");
+    let port = proxy.resp;
+    let popper = thread::spawn(move || ok(&mut connect(port), &["BLPOP", "p:q", "0"]));
+    wait_for("BLPOP to reach Redis", || {
+        (pinned_on_redis(&redis) == 1).then_some(())
+    });
+    assert_eq!(ok(&mut connect(proxy.resp), &["GET", "p:k"]), bulk("v"));
+    assert_eq!(proxy.get("/get/p:k").status, 200);
+    redis.cmd(&["LPUSH", "p:q", "x"]);
+    assert_eq!(popper.join().unwrap(), Value::Array(vec![bulk("p:q"), bulk("x")]));
+}

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::sync::SemaphorePermit;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::command::Command;
@@ -48,6 +48,8 @@ pub(super) struct Conn<S> {
     pub(super) pending: VecDeque<Result<Command, Error>>,
     /// Whether the last reply from a pinned connection was not an error.
     pub(super) last_reply_ok: bool,
+    /// The `--max-parallel` slot held while commands are worked on.
+    pub(super) slot: Option<OwnedSemaphorePermit>,
     /// A protocol error found after the pending commands.
     broken: Option<String>,
     /// Where the arguments of the command being parsed are (reused), and
@@ -85,6 +87,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(app: Arc<App>, stream: S, 
         run_found: Vec::new(),
         queued: VecDeque::new(),
         last_reply_ok: false,
+        slot: None,
     };
     conn.run(shutdown).await;
 }
@@ -167,10 +170,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// holds no complete command (`Continue`), the output is full (`Flush`:
     /// write it and call again) or the connection must close.
     async fn answer_buffered(&mut self) -> Then {
+        let then = self.answer_buffered_holding_a_slot().await;
+        // Given back before the (possibly slow) write.
+        self.slot = None;
+        then
+    }
+
+    /// [`Conn::answer_buffered`], with one `--max-parallel` slot for this
+    /// stretch of work, taken at its first command (and given up while a
+    /// blocking command waits; see `forwarding`).
+    async fn answer_buffered_holding_a_slot(&mut self) -> Then {
         let app = self.app.clone();
-        // One --max-parallel slot for this stretch of work, taken at its
-        // first command and given back before the (possibly slow) write.
-        let mut slot: Option<SemaphorePermit<'_>> = None;
         loop {
             if self.pending.is_empty() && self.broken.is_none() {
                 self.take_commands();
@@ -186,8 +196,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 return Then::Continue;
             }
-            if slot.is_none() {
-                slot = Some(app.slot().await);
+            if self.slot.is_none() {
+                self.slot = Some(app.slot().await);
             }
             match self.answer_pending().await {
                 Then::Continue => {}

@@ -380,6 +380,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let Some(pin) = self.session.pin.as_mut() else {
             return self.answer_refusal(&Error::internal("no pinned connection"), label, start);
         };
+        if blocking {
+            // A command that may wait for ever must not hold a
+            // --max-parallel slot meanwhile (with --max-parallel 1, one
+            // BLPOP would stop every other client).
+            self.slot = None;
+        }
         let (stream, input) = (&mut self.stream, &mut self.input);
         let result = async {
             pin.conn.send(&packed).await?;
