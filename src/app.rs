@@ -16,6 +16,7 @@ use crate::commands::Deny;
 use crate::config::Config;
 use crate::error::Error;
 use crate::forward::{Forwarder, Target};
+use crate::lookup::lease::Lease;
 use crate::lookup::{Found, Local, Lookup, Source};
 use crate::metrics::{FrontendMetrics, Metrics, Outcome};
 
@@ -75,7 +76,12 @@ impl App {
     /// [`App::build`] over a store made beforehand (a benchmark's, filled).
     pub fn build_with(config: &Config, store: Store) -> Result<Arc<App>, String> {
         let metrics = Arc::new(Metrics::new());
-        let local = Arc::new(Local::new(store, metrics.clone()));
+        let lease = config.lease();
+        let local = Arc::new(Local::with_lease(
+            store,
+            lease.map_or_else(Lease::unbounded, Lease::new),
+            metrics.clone(),
+        ));
         let backend = Backend::new(
             config.redis_url(),
             config.redis_tls()?,
@@ -84,7 +90,8 @@ impl App {
             local.clone(),
             metrics.clone(),
         )
-        .map_err(|e| format!("--redis-url: {e}"))?;
+        .map_err(|e| format!("--redis-url: {e}"))?
+        .with_lease(lease);
         let backend = Arc::new(backend);
         let tls = config.redis_tls()?;
         let target = Target::new(

@@ -76,6 +76,12 @@ pub struct Config {
     #[arg(long, env = "INVALIDATION", default_value = "tracking")]
     pub invalidation: Invalidation,
 
+    /// With `tracking`: cached values are served only while a probe of the
+    /// invalidation connection sent this recently has been answered, so a
+    /// Redis gone silent (a partition, a freeze) is not trusted longer.
+    #[arg(long, env = "TRACKING_LEASE", default_value = "1s", value_parser = parse_duration_nonzero)]
+    pub tracking_lease: Duration,
+
     /// Time allowed for one Redis round trip.
     #[arg(long, env = "BACKEND_TIMEOUT", default_value = "1s", value_parser = parse_duration_nonzero)]
     pub backend_timeout: Duration,
@@ -251,6 +257,11 @@ impl Config {
 
     pub fn redis_url(&self) -> &str {
         self.redis_url.as_deref().unwrap_or("redis://127.0.0.1:6379/0")
+    }
+
+    /// The tracking lease, or None when nothing needs one (`ttl` mode).
+    pub fn lease(&self) -> Option<Duration> {
+        (self.invalidation == Invalidation::Tracking).then_some(self.tracking_lease)
     }
 
     pub fn max_parallel(&self) -> usize {

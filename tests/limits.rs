@@ -71,6 +71,10 @@ fn max_parallel_1_works_on_one_request_at_a_time_in_arrival_order() {
             "--allow-writes",
             "--backend-timeout",
             "20s",
+            // The pause below holds the lease's probes too: a lease shorter
+            // than it would turn the queued hit into a miss.
+            "--tracking-lease",
+            "30s",
         ],
     );
     assert_eq!(proxy.get("/get/cached").status, 200);

@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{Proxy, RedisServer, setup, wait_for};
+use common::{Proxy, RedisServer, Relay, setup, wait_for};
 
 fn resp(proxy: &Proxy) -> redis::Connection {
     let url = format!("redis://127.0.0.1:{}/0", proxy.resp);
@@ -194,4 +194,84 @@ fn an_invalidation_does_not_wait_behind_a_large_reply() {
     assert_eq!(answered(), misses, "the invalidation waited for the large reply");
     assert_eq!(reader.join().unwrap(), 192 << 20);
     assert_eq!(resp_get(&mut c, "small").as_deref(), Some("new"));
+}
+
+/// A silent partition (a relay that stops forwarding, no reset) brings no
+/// invalidations and breaks no connection. The lease bounds what the proxy
+/// serves meanwhile: no request sent more than `--tracking-lease` after a
+/// direct write is answered with the value it replaced (a review measured
+/// 4.5 s of stale reads before the lease). The relay holds bytes, not drops
+/// them: thawed, it delivers the invalidation, and the new value is read.
+#[test]
+fn a_silent_partition_serves_nothing_older_than_the_lease() {
+    let redis = RedisServer::start();
+    let relay = Relay::start(redis.port);
+    let lease = Duration::from_millis(600);
+    let proxy = Proxy::start_url(
+        &relay.url(),
+        &[
+            "--cache-ttl",
+            "1h",
+            "--tracking-lease",
+            "600ms",
+            "--backend-timeout",
+            "300ms",
+        ],
+    );
+    proxy.wait_ready();
+    redis.set("k", "old");
+    let mut c = resp(&proxy);
+    assert_eq!(resp_get(&mut c, "k").as_deref(), Some("old"));
+    wait_for("a hit", || (proxy.get("/get/k").cache() == "HIT").then_some(()));
+
+    relay.freeze();
+    redis.set("k", "new");
+    let written = Instant::now();
+    // Poll over HTTP and RESP for three leases; each answer is the old
+    // value (only while the lease may still hold), or an error (Redis is
+    // unreachable), never the new value (it cannot be heard of) nor a 404.
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{}/0", proxy.resp))
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .unwrap();
+    let (mut old, mut errors, mut late_old) = (0, 0, Vec::new());
+    while written.elapsed() < 3 * lease {
+        let sent = written.elapsed();
+        let r = proxy.get("/get/k");
+        let http = match r.status {
+            200 => Some(r.json()["value"].as_str().unwrap().to_string()),
+            503 | 504 => None,
+            other => panic!("HTTP {other} during the partition: {}", r.text()),
+        };
+        let sent_resp = written.elapsed();
+        let resp: redis::RedisResult<Option<String>> = redis::cmd("GET").arg("k").query(&mut c);
+        for (sent, answer) in [(sent, http), (sent_resp, resp.ok().flatten())] {
+            match answer.as_deref() {
+                Some("old") if sent >= lease => late_old.push(sent),
+                Some("old") => old += 1,
+                Some(other) => panic!("{other:?} served during the partition"),
+                None => errors += 1,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        late_old.is_empty(),
+        "the replaced value was served to requests sent {late_old:?} after the write (lease {lease:?})"
+    );
+    assert!(
+        old > 0,
+        "the lease did not hold before the write reached the proxy"
+    );
+    assert!(errors > 0, "nothing was refused during the partition");
+    assert!(proxy.metric("redis_proxy_lease_lapsed_lookups_total") > 0.0);
+
+    relay.thaw();
+    // The proxy may have given up on the connection meanwhile: either way
+    // it comes back serving the new value.
+    wait_for("the new value after the thaw", || {
+        let r = proxy.get("/get/k");
+        (r.status == 200 && r.json()["value"] == "new").then_some(())
+    });
+    until_both(&proxy, &mut resp(&proxy), "k", Some("new"));
 }

@@ -73,6 +73,8 @@ pub struct Backend {
     coherence: Arc<dyn Coherence>,
     metrics: Arc<Metrics>,
     barrier: Barrier,
+    /// How often the supervisor probes the connections.
+    probe_every: Duration,
 }
 
 impl Backend {
@@ -112,7 +114,17 @@ impl Backend {
             coherence,
             metrics,
             barrier: Barrier::default(),
+            probe_every: supervise::HEALTH_INTERVAL,
         })
+    }
+
+    /// Probes often enough to keep a tracking lease of `lease` held: four
+    /// probes per lease, so one slow answer does not lapse it.
+    pub fn with_lease(mut self, lease: Option<Duration>) -> Self {
+        if let Some(lease) = lease {
+            self.probe_every = self.probe_every.min(lease / 4);
+        }
+        self
     }
 
     pub fn mode(&self) -> Invalidation {
@@ -184,6 +196,7 @@ impl Backend {
         self.metrics.backend_connections("invalidations").set(0);
         if self.mode == Invalidation::Tracking {
             self.metrics.tracking.set(0);
+            self.coherence.lost();
             self.coherence.invalidate_all(reason);
         }
         self.broken.notify_waiters();
@@ -484,8 +497,12 @@ impl Backend {
             self.metrics.write_barriers.inc();
             if let Some(mut conn) = self.invalidation_connection() {
                 let ping = redis::cmd("PING");
+                let sent = std::time::Instant::now();
                 let answered = tokio::time::timeout(self.timeout, ping.query_async::<Value>(&mut conn)).await;
-                if !matches!(answered, Ok(Ok(_))) {
+                if matches!(answered, Ok(Ok(_))) {
+                    // As good a probe as the supervisor's.
+                    self.coherence.heard_from(sent);
+                } else {
                     self.coherence.invalidate_all(FlushReason::Write);
                 }
             }

@@ -15,7 +15,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, PushInfo, Value};
@@ -25,8 +25,9 @@ use super::Backend;
 use crate::config::Invalidation;
 use crate::metrics::FlushReason;
 
-/// How often the supervisor checks an idle connection.
-const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the supervisor checks an idle connection, at most (with a
+/// tracking lease, every quarter of it).
+pub(super) const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 /// Consecutive PING timeouts after which a connection is replaced.
 const MAX_PING_TIMEOUTS: u32 = 3;
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -228,7 +229,10 @@ impl Backend {
     }
 
     /// Returns when the connection numbered `id` is broken, has been
-    /// retired, or shutdown begins.
+    /// retired, or shutdown begins. Probes both connections at once, the
+    /// first time at once and then every [`Backend::probe_every`]: an
+    /// answer on the invalidation connection renews the tracking lease from
+    /// when its probe was sent (see `lookup::lease`).
     async fn watch(&self, id: u64, link: Link, shutdown: &CancellationToken) {
         let Link {
             reads: mut conn,
@@ -236,6 +240,7 @@ impl Backend {
             ..
         } = link;
         let mut ping_timeouts = 0;
+        let mut first = true;
         loop {
             let broken = self.broken.notified();
             tokio::pin!(broken);
@@ -245,22 +250,36 @@ impl Backend {
             if !self.is_current(id) {
                 return;
             }
+            let wait = if std::mem::take(&mut first) {
+                Duration::ZERO
+            } else {
+                self.probe_every
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = &mut broken => continue,
-                _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
             let ping = redis::cmd("PING");
-            let pings = async {
-                let reads = ping.query_async::<Value>(&mut conn).await?;
-                if let Some(inval) = invalidations.as_mut() {
-                    // Its own reply: a PONG on a connection nobody else uses.
-                    let pong = ping.query_async::<Value>(inval).await?;
-                    if !matches!(&pong, Value::SimpleString(p) if p == "PONG") {
-                        return Ok(pong);
-                    }
+            let sent = Instant::now();
+            let reads = ping.query_async::<Value>(&mut conn);
+            let heard = async {
+                let Some(inval) = invalidations.as_mut() else {
+                    return Ok(Value::SimpleString("PONG".into()));
+                };
+                // Its own reply: a PONG on a connection nobody else uses.
+                let pong = ping.query_async::<Value>(inval).await?;
+                if matches!(&pong, Value::SimpleString(p) if p == "PONG") && self.is_current(id) {
+                    self.coherence.heard_from(sent);
                 }
-                Ok::<Value, redis::RedisError>(reads)
+                Ok::<Value, redis::RedisError>(pong)
+            };
+            let pings = async {
+                let (reads, heard) = tokio::join!(reads, heard);
+                match heard? {
+                    Value::SimpleString(p) if p == "PONG" => reads,
+                    other => Ok(other),
+                }
             };
             match tokio::time::timeout(self.timeout, pings).await {
                 Ok(Ok(Value::SimpleString(pong))) if pong == "PONG" => {

@@ -52,6 +52,12 @@ pub trait Coherence: Send + Sync + 'static {
     fn invalidate(&self, keys: &[Bytes]);
     /// Anything may have changed; `reason` says why we think so.
     fn invalidate_all(&self, reason: FlushReason);
+    /// A probe sent at `sent` on the invalidation connection was answered:
+    /// every invalidation Redis queued before then has been applied.
+    fn heard_from(&self, sent: std::time::Instant);
+    /// The invalidation connection is gone: nothing renews the lease until
+    /// another one answers.
+    fn lost(&self);
 }
 
 impl Backend {

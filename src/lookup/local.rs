@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use super::Found;
 use super::Source;
 use super::generation::{Generations, Stamp};
+use super::lease::Lease;
 use crate::backend::Coherence;
 use crate::cache::{Bounds, Entry, Hit, Store, Value};
 use crate::error::Error;
@@ -34,6 +35,8 @@ pub struct Local {
     /// fresh store swapped in keeps it.
     hasher: RandomState,
     pub(super) generations: Generations,
+    /// Hits are served only while it holds (see `lease`).
+    lease: Lease,
     metrics: Arc<Metrics>,
 }
 
@@ -42,14 +45,36 @@ pub struct Local {
 const FREE_INLINE: usize = 4096;
 
 impl Local {
+    /// A local copy with no lease: its hits are served for as long as the
+    /// store holds them.
     pub fn new(store: Store, metrics: Arc<Metrics>) -> Self {
+        Self::with_lease(store, Lease::unbounded(), metrics)
+    }
+
+    /// A local copy whose hits are served only while `lease` holds.
+    pub fn with_lease(store: Store, lease: Lease, metrics: Arc<Metrics>) -> Self {
         Local {
             bounds: store.bounds(),
             hasher: store.hasher().clone(),
             store: Mutex::new(store),
             generations: Generations::new(),
+            lease,
             metrics,
         }
+    }
+
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// Whether the lease holds at `now`; a lookup that finds it lapsed is
+    /// counted, and misses.
+    fn leased(&self, now: Instant) -> bool {
+        let holds = self.lease.holds(now);
+        if !holds {
+            self.metrics.lease_lapsed.inc();
+        }
+        holds
     }
 
     fn hash(&self, key: &[u8]) -> u64 {
@@ -61,7 +86,13 @@ impl Local {
         let hash = self.hash(key);
         // The clock is read under the lock: an entry that expired while
         // this thread waited for it is not served.
-        let found = self.with_store(|s| s.get(key, hash, Instant::now()).map(found))?;
+        let found = self.with_store(|s| {
+            let now = Instant::now();
+            if !self.leased(now) {
+                return None;
+            }
+            s.get(key, hash, now).map(found)
+        })?;
         self.metrics.hits.inc();
         Some(found)
     }
@@ -86,6 +117,10 @@ impl Local {
         let start = out.len();
         self.with_store(|s| {
             let now = Instant::now();
+            if !self.leased(now) {
+                out.extend(keys.iter().map(|_| Ok(MISSING)));
+                return;
+            }
             for (key, &hash) in keys.iter().zip(hashes.iter()) {
                 out.push(Ok(s.get(key, hash, now).map_or(MISSING, found)));
             }
@@ -241,6 +276,14 @@ fn copy_out(value: &[u8]) -> Bytes {
 }
 
 impl Coherence for Local {
+    fn heard_from(&self, sent: Instant) {
+        self.lease.renew(sent);
+    }
+
+    fn lost(&self) {
+        self.lease.revoke();
+    }
+
     fn invalidate(&self, keys: &[Bytes]) {
         // Bump first: a read that checks its stamp after this does not
         // insert, and one that inserted before is removed below.

@@ -16,6 +16,7 @@
 
 mod flight;
 pub mod generation;
+pub mod lease;
 mod local;
 #[cfg(test)]
 mod pause;

@@ -194,6 +194,8 @@ pub struct Metrics {
     pub evictions: Counter,
     pub expirations: Counter,
     pub singleflight_joins: Counter,
+    /// Lookups that found the tracking lease lapsed, and missed.
+    pub lease_lapsed: Counter,
     pub backend_requests: Counter,
     pub backend_errors: Family<KindLabels, Counter>,
     pub backend_up: Gauge,
@@ -235,6 +237,7 @@ impl Metrics {
             evictions: Counter::default(),
             expirations: Counter::default(),
             singleflight_joins: Counter::default(),
+            lease_lapsed: Counter::default(),
             backend_requests: Counter::default(),
             backend_errors: Family::default(),
             backend_up: Gauge::default(),
@@ -320,6 +323,11 @@ impl Metrics {
             "singleflight_joins",
             "Misses that waited on a Redis GET already in flight",
             joins,
+        );
+        r.register(
+            "lease_lapsed_lookups",
+            "Lookups not served from the cache because the tracking lease had lapsed",
+            self.lease_lapsed.clone(),
         );
         r.register("cache_entries", "Keys held in the cache", self.entries.clone());
         r.register(

@@ -6,6 +6,7 @@
 
 mod in_process;
 mod redis_server;
+mod relay;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -14,6 +15,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 #[allow(unused_imports)] // used by the in-process tests only
 pub use in_process::InProcess;
 pub use redis_server::{DEADLINE, RedisServer, free_port, wait_for};
+#[allow(unused_imports)] // used by the partition tests only
+pub use relay::Relay;
 
 /// A fresh redis-server and a proxy in front of it, connected.
 pub fn setup(args: &[&str]) -> (RedisServer, Proxy) {
