@@ -4,7 +4,7 @@
 //! never each other.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
@@ -38,6 +38,10 @@ pub struct App {
     client_password: Option<String>,
     pub max_clients: usize,
     pub shutdown_timeout: Duration,
+    /// `--shutdown-delay`.
+    pub shutdown_delay: Duration,
+    /// Set on SIGTERM: `/readyz` says 503 from then on.
+    draining: AtomicBool,
     /// `--client-idle-timeout`; None: never.
     pub idle_timeout: Option<Duration>,
     /// `--client-output-limit`.
@@ -122,6 +126,8 @@ impl App {
             client_password: config.client_password.clone(),
             max_clients: config.max_clients as usize,
             shutdown_timeout: config.shutdown_timeout,
+            shutdown_delay: config.shutdown_delay,
+            draining: AtomicBool::new(false),
             idle_timeout: (!config.client_idle_timeout.is_zero()).then_some(config.client_idle_timeout),
             output_limit: usize::try_from(config.client_output_limit).unwrap_or(usize::MAX),
             started: Instant::now(),
@@ -129,6 +135,21 @@ impl App {
             input_held: AtomicUsize::new(0),
             input_budget: AtomicUsize::new(INPUT_BUDGET),
         }))
+    }
+
+    /// Whether a load balancer should send clients here: Redis is usable
+    /// (see [`Backend::is_ready`]) and the proxy is not shutting down.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.backend.is_ready()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// From now on `/readyz` answers 503.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     pub fn next_client_id(&self) -> u64 {

@@ -104,6 +104,13 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// On SIGTERM, /readyz answers 503 and the proxy goes on serving for
+    /// this long before it closes its listeners, so a load balancer sees it
+    /// leave before its connections are refused; 0 = close at once.
+    /// SIGINT (Ctrl-C) does not wait.
+    #[arg(long, env = "SHUTDOWN_DELAY", default_value = "2s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
     /// Time allowed for a forwarded command's reply (0 = none). Blocking
     /// commands (BLPOP, XREAD BLOCK, WAIT…) have only their own timeout.
     #[arg(long, env = "FORWARD_TIMEOUT", default_value = "30s", value_parser = parse_duration)]

@@ -121,14 +121,27 @@ pub async fn run_until_signalled(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Serves until `shutdown` completes, then drains.
-pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+/// Serves until `shutdown` completes, then drains: `/readyz` turns 503; on
+/// [`Signal::Terminate`] the proxy goes on serving for `--shutdown-delay`
+/// (a load balancer's health check sees it leave before its connections are
+/// refused; a second signal cuts the wait short); then the listeners close,
+/// each connection finishes the request it is on, and what is left after
+/// `--shutdown-timeout` is dropped.
+pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Output = Signal>) {
     let stop_accepting = CancellationToken::new();
     // The backend outlives the accept loops: draining requests still need it.
     let stop_backend = CancellationToken::new();
     tokio::spawn(app.backend.clone().supervise(stop_backend.clone()));
     let serving = serve(&app, listeners, &stop_accepting);
-    shutdown.await;
+    let signal = shutdown.await;
+    app.start_draining();
+    if signal == Signal::Terminate && !app.shutdown_delay.is_zero() {
+        tracing::info!(delay = ?app.shutdown_delay, "shutting down: not ready; serving until the delay is over");
+        tokio::select! {
+            _ = tokio::time::sleep(app.shutdown_delay) => {}
+            _ = shutdown_signal() => tracing::info!("second signal: not waiting out the delay"),
+        }
+    }
     tracing::info!(timeout = ?app.shutdown_timeout, "shutting down: draining connections");
     stop_accepting.cancel();
     drain(serving, app.shutdown_timeout).await;
@@ -235,13 +248,22 @@ fn redacted(url: &str) -> String {
     }
 }
 
+/// What asked the proxy to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM: a service manager or orchestrator; `--shutdown-delay` applies.
+    Terminate,
+    /// SIGINT: someone at a terminal (Ctrl-C); no delay.
+    Interrupt,
+}
+
 /// SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+pub async fn shutdown_signal() -> Signal {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing the SIGTERM handler");
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => Signal::Interrupt,
+        _ = term.recv() => Signal::Terminate,
     }
 }
 

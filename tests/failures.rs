@@ -4,6 +4,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::{HttpConn, Proxy, RedisServer, free_port, run_with, wait_for};
 
@@ -96,6 +97,34 @@ fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     assert_eq!((r.status, r.json()["value"].as_str()), (200, Some("done")));
     let status = proxy.wait_exit();
     assert_eq!(status.code(), Some(0));
+}
+
+/// SIGTERM first takes the proxy out of a load balancer (`/readyz` 503)
+/// while it goes on serving, new connections included, for
+/// `--shutdown-delay`; only then do the listeners close.
+#[test]
+fn sigterm_turns_readyz_503_and_serves_until_the_delay_is_over() {
+    let redis = RedisServer::start();
+    redis.set("k", "v");
+    let mut proxy = Proxy::start_ready(&redis, &["--shutdown-delay", "3s"]);
+    assert_eq!(proxy.admin_get("/readyz").unwrap().status, 200);
+    let signalled = std::time::Instant::now();
+    proxy.signal("TERM");
+    let r = wait_for("/readyz to say 503", || {
+        proxy.admin_get("/readyz").filter(|r| r.status == 503)
+    });
+    assert!(r.text().contains("shutting down"), "{}", r.text());
+    // Still serving, on a connection opened after the signal.
+    let r = proxy.get("/get/k");
+    assert_eq!((r.status, r.json()["value"].as_str()), (200, Some("v")));
+    wait_for("the listener to close", || {
+        HttpConn::connect(proxy.http).is_err().then_some(())
+    });
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(3),
+        "closed before the delay"
+    );
+    assert_eq!(proxy.wait_exit().code(), Some(0));
 }
 
 #[test]

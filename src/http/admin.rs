@@ -21,7 +21,12 @@ pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bod
             app.metrics.encode(),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        "/readyz" if app.backend.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+        "/readyz" if app.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+        "/readyz" if app.is_draining() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready: shutting down\n".to_string(),
+        ),
         "/readyz" => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",

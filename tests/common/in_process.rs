@@ -41,6 +41,7 @@ impl InProcess {
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = tokio::spawn(server::run(app.clone(), listeners, async {
             let _ = stopped.await;
+            server::Signal::Interrupt
         }));
         InProcess {
             app,
