@@ -9,7 +9,7 @@ run:
 # Installs redis-server/redis-tools when missing, then every test, including
 # the system tests against real redis-servers the harness starts.
 test:
-	./scripts/ensure-redis.sh
+	./scripts/ensure-test-deps.sh
 	cargo test
 
 build:

@@ -47,6 +47,9 @@ pub struct App {
     /// `--client-output-limit`.
     pub output_limit: usize,
     pub started: Instant,
+    /// Random, one per process, as Redis's `run_id`: tells proxies behind
+    /// one address apart (`INFO proxy`).
+    pub run_id: String,
     next_client_id: AtomicU64,
     /// Bytes of unanswered input all RESP connections hold together, and
     /// the most they may (see [`App::input_over_budget`]).
@@ -131,6 +134,7 @@ impl App {
             idle_timeout: (!config.client_idle_timeout.is_zero()).then_some(config.client_idle_timeout),
             output_limit: usize::try_from(config.client_output_limit).unwrap_or(usize::MAX),
             started: Instant::now(),
+            run_id: run_id(),
             next_client_id: AtomicU64::new(0),
             input_held: AtomicUsize::new(0),
             input_budget: AtomicUsize::new(INPUT_BUDGET),
@@ -243,4 +247,14 @@ pub fn error_outcome(e: &Error) -> Outcome {
         Error::Client { .. } => Outcome::ClientError,
         Error::Internal(_) => Outcome::InternalError,
     }
+}
+
+/// 40 hex digits, different in every process.
+fn run_id() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let seed = (std::process::id(), std::time::SystemTime::now());
+    (0..3)
+        .map(|i| format!("{:016x}", RandomState::new().hash_one((seed, i))))
+        .collect::<String>()[..40]
+        .to_string()
 }

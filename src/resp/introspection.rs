@@ -63,9 +63,10 @@ pub async fn info(app: &App, session: &Session, sections: &[Bytes]) -> Answer {
 
 fn proxy_section(app: &App) -> String {
     let m = &app.metrics;
-    let fields: [(&str, String); 15] = [
+    let fields: [(&str, String); 16] = [
         ("proxy", "redis-proxy".into()),
         ("proxy_version", env!("CARGO_PKG_VERSION").into()),
+        ("proxy_run_id", app.run_id.clone()),
         ("cache_hits", m.hits.get().to_string()),
         ("cache_misses", m.misses.get().to_string()),
         ("cache_entries", m.entries.get().to_string()),
