@@ -82,6 +82,22 @@ impl Proxy {
     }
 
     /// Started and connected to Redis.
+    /// A proxy the test spawned itself (`command` configured by the test,
+    /// the listen addresses it was given).
+    pub fn spawned(mut command: Command, http: u16, resp: u16, admin: u16) -> Proxy {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the proxy");
+        Proxy {
+            http,
+            resp,
+            admin,
+            child,
+        }
+    }
+
     pub fn start_ready(redis: &RedisServer, args: &[&str]) -> Proxy {
         let proxy = Self::start(redis, args);
         proxy.wait_ready();
