@@ -108,6 +108,9 @@ fn served_by(c: &mut redis::Connection) -> String {
         .to_string()
 }
 
+/// Per key, each version written and when its SET was acknowledged.
+type Written = HashMap<u64, Vec<(u64, Option<Instant>)>>;
+
 /// Two proxies behind haproxy, readers on both front ends' worth of
 /// connections, a writer straight to Redis. The first proxy gets SIGTERM
 /// while a request it received waits on a paused Redis: that request is
@@ -138,7 +141,7 @@ fn two_proxies_behind_haproxy_one_stopped_with_sigterm() {
     // (version, when its SET was acknowledged), pushed before the SET is
     // sent with no time, then given its time: a reader may see a value
     // before the writer has its reply.
-    let acked: Arc<Mutex<HashMap<u64, Vec<(u64, Option<Instant>)>>>> = Arc::default();
+    let acked: Arc<Mutex<Written>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (acked, stop, mut c) = (acked.clone(), stop.clone(), redis.conn());
