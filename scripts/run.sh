@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# `make run`: the proxy in release mode. With neither REDIS_URL nor
-# REDIS_HOST set, a private redis-server (no persistence) is started on a
-# free port first and stopped when the proxy exits.
+# `make run`: the proxy in release mode. With none of REDIS_URL, REDIS_HOST
+# or REDIS_CLUSTER set, a private redis-server (no persistence) is started on
+# a free port first and stopped when the proxy exits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 bin=target/release/redis-proxy
 
-if [ -n "${REDIS_URL:-}" ] || [ -n "${REDIS_HOST:-}" ]; then
+if [ -n "${REDIS_URL:-}" ] || [ -n "${REDIS_HOST:-}" ] || [ -n "${REDIS_CLUSTER:-}" ]; then
   exec "$bin" "$@"
 fi
 
@@ -29,11 +29,13 @@ for _ in $(seq 1 100); do
 done
 echo "private redis-server on 127.0.0.1:$port (pid $redis_pid), stopped when the proxy exits" >&2
 export REDIS_URL="redis://127.0.0.1:$port/0"
-# Not exec: the trap must run after the proxy exits. Forward TERM/INT to it.
+# Not exec: the trap must run after the proxy exits. Forward TERM and INT to
+# it as they came (SIGTERM waits --shutdown-delay; Ctrl-C does not).
 "$bin" "$@" &
 proxy_pid=$!
 signalled=0
-trap 'signalled=1; kill -TERM "$proxy_pid" 2>/dev/null || true' TERM INT
+trap 'signalled=1; kill -TERM "$proxy_pid" 2>/dev/null || true' TERM
+trap 'signalled=1; kill -INT "$proxy_pid" 2>/dev/null || true' INT
 status=0
 wait "$proxy_pid" || status=$?
 # A signal caught by the trap ends `wait` early: wait again for the drain to

@@ -48,6 +48,7 @@
 pub mod app;
 pub mod backend;
 pub mod cache;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod error;

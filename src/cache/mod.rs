@@ -384,6 +384,21 @@ impl Store {
         }
     }
 
+    /// Drops every entry whose key `keep` refuses; returns how many. O(n):
+    /// for rare events (a cluster node lost, a slot moved), not requests.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) -> usize {
+        let dropped: Vec<u32> = self
+            .table
+            .iter()
+            .copied()
+            .filter(|&i| !keep(self.nodes[i as usize].key()))
+            .collect();
+        for &i in &dropped {
+            self.remove_slot(i);
+        }
+        dropped.len()
+    }
+
     /// What was evicted or expired since the last call.
     pub fn take_events(&mut self) -> Events {
         std::mem::take(&mut self.events)

@@ -384,3 +384,26 @@ fn a_value_over_the_largest_kept_is_not_stored_and_drops_the_old_one() {
     assert_eq!(get(&mut s, "k", t0), None, "neither the new value nor the old");
     assert!(s.is_empty());
 }
+
+#[test]
+fn retain_drops_what_it_refuses_and_keeps_the_rest_in_order() {
+    let t0 = Instant::now();
+    let mut s = Store::new(10, None, TTL);
+    for k in ["a1", "b1", "a2", "b2", "a3"] {
+        put(&mut s, b(k), b(k), t0, TTL);
+    }
+    let bytes = s.bytes();
+    assert_eq!(s.retain(|k| !k.starts_with(b"b")), 2);
+    assert_eq!(s.len(), 3);
+    assert_eq!(s.bytes(), bytes - 2 * entry_size(b"b1", b"b1"));
+    assert_eq!(get(&mut s, "b1", t0), None);
+    // The LRU order of what stayed is intact: a2 and a3 read, a1 goes next.
+    get(&mut s, "a2", t0);
+    get(&mut s, "a3", t0);
+    let mut small = s;
+    for k in ["c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8"] {
+        put(&mut small, b(k), b(k), t0, TTL);
+    }
+    assert_eq!(get(&mut small, "a1", t0), None, "evicted first");
+    assert_eq!(get(&mut small, "a3", t0), Some(b("a3")));
+}

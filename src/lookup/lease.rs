@@ -19,16 +19,23 @@
 //! can; the entries stay, and are served again once a later probe is
 //! answered (its answer brings the invalidations that were held back).
 
+//! In a cluster each master has its own lease, kept per hash slot: a probe
+//! answered by a master renews the slots the map says it serves, and a
+//! slot whose owner changes is revoked until its new owner answers.
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Until when cached values may be served, as nanoseconds after `base`.
+use crate::cluster::{SLOTS, slot_of};
+
+/// Until when cached values may be served, as nanoseconds after `base`:
+/// one deadline for a single Redis, one per hash slot for a cluster.
 #[derive(Debug)]
 pub struct Lease {
     /// None: no lease (`ttl` mode, or tests that do not probe): always held.
     length: Option<Duration>,
     base: Instant,
-    until: AtomicU64,
+    until: Box<[AtomicU64]>,
 }
 
 impl Lease {
@@ -37,16 +44,25 @@ impl Lease {
         Lease {
             length: None,
             base: Instant::now(),
-            until: AtomicU64::new(u64::MAX),
+            until: Box::new([AtomicU64::new(u64::MAX)]),
         }
     }
 
     /// A lease of `length`, not held until the first probe is answered.
     pub fn new(length: Duration) -> Lease {
+        Self::with_deadlines(length, 1)
+    }
+
+    /// A lease of `length` per hash slot, for a cluster.
+    pub fn per_slot(length: Duration) -> Lease {
+        Self::with_deadlines(length, SLOTS)
+    }
+
+    fn with_deadlines(length: Duration, n: usize) -> Lease {
         Lease {
             length: Some(length),
             base: Instant::now(),
-            until: AtomicU64::new(0),
+            until: (0..n).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -58,23 +74,47 @@ impl Lease {
         u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Whether cached values may be served at `now`.
-    pub fn holds(&self, now: Instant) -> bool {
-        self.nanos(now) < self.until.load(Ordering::Acquire)
+    /// Which deadline covers `key`: its slot in a cluster, else the one.
+    pub fn index(&self, key: &[u8]) -> usize {
+        if self.until.len() == 1 {
+            0
+        } else {
+            slot_of(key) as usize
+        }
+    }
+
+    /// Whether cached values under deadline `index` may be served at `now`.
+    pub fn holds(&self, index: usize, now: Instant) -> bool {
+        self.nanos(now) < self.until[index].load(Ordering::Acquire)
     }
 
     /// A probe sent at `sent` was answered: held until `sent + length`
     /// (never shortened by an answer that arrives out of order).
     pub fn renew(&self, sent: Instant) {
+        self.renew_slots(0..self.until.len() as u16, sent);
+    }
+
+    /// [`Lease::renew`] for some slots only.
+    pub fn renew_slots(&self, slots: impl IntoIterator<Item = u16>, sent: Instant) {
         if let Some(length) = self.length {
-            self.until.fetch_max(self.nanos(sent + length), Ordering::AcqRel);
+            let until = self.nanos(sent + length);
+            for slot in slots {
+                self.until[slot as usize].fetch_max(until, Ordering::AcqRel);
+            }
         }
     }
 
     /// Not held until the next renewal (the connection was replaced).
     pub fn revoke(&self) {
+        self.revoke_slots(0..self.until.len() as u16);
+    }
+
+    /// [`Lease::revoke`] for some slots only (their owner changed).
+    pub fn revoke_slots(&self, slots: impl IntoIterator<Item = u16>) {
         if self.length.is_some() {
-            self.until.store(0, Ordering::Release);
+            for slot in slots {
+                self.until[slot as usize].store(0, Ordering::Release);
+            }
         }
     }
 }
@@ -87,17 +127,17 @@ mod tests {
     fn counts_from_the_send() {
         let lease = Lease::new(Duration::from_secs(1));
         let t0 = Instant::now();
-        assert!(!lease.holds(t0), "not held before a probe is answered");
+        assert!(!lease.holds(0, t0), "not held before a probe is answered");
         lease.renew(t0);
-        assert!(lease.holds(t0 + Duration::from_millis(999)));
-        assert!(!lease.holds(t0 + Duration::from_millis(1000)));
+        assert!(lease.holds(0, t0 + Duration::from_millis(999)));
+        assert!(!lease.holds(0, t0 + Duration::from_millis(1000)));
         // An older probe answered late does not shorten it.
         lease.renew(t0 + Duration::from_millis(500));
         lease.renew(t0);
-        assert!(lease.holds(t0 + Duration::from_millis(1499)));
-        assert!(!lease.holds(t0 + Duration::from_millis(1500)));
+        assert!(lease.holds(0, t0 + Duration::from_millis(1499)));
+        assert!(!lease.holds(0, t0 + Duration::from_millis(1500)));
         lease.revoke();
-        assert!(!lease.holds(t0 + Duration::from_millis(1)));
+        assert!(!lease.holds(0, t0 + Duration::from_millis(1)));
     }
 
     #[test]
@@ -105,6 +145,20 @@ mod tests {
         let lease = Lease::unbounded();
         lease.revoke();
         lease.renew(Instant::now());
-        assert!(lease.holds(Instant::now() + Duration::from_secs(86_400 * 365)));
+        assert!(lease.holds(0, Instant::now() + Duration::from_secs(86_400 * 365)));
+    }
+
+    #[test]
+    fn per_slot_leases_are_renewed_and_revoked_apart() {
+        let lease = Lease::per_slot(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let foo = lease.index(b"foo");
+        assert_eq!(foo, crate::cluster::slot_of(b"foo") as usize);
+        lease.renew_slots([foo as u16], t0);
+        assert!(lease.holds(foo, t0));
+        assert!(!lease.holds(lease.index(b"bar"), t0));
+        lease.revoke_slots([foo as u16]);
+        assert!(!lease.holds(foo, t0));
+        assert_eq!(Lease::new(Duration::from_secs(1)).index(b"foo"), 0);
     }
 }

@@ -67,10 +67,10 @@ impl Local {
         &self.lease
     }
 
-    /// Whether the lease holds at `now`; a lookup that finds it lapsed is
-    /// counted, and misses.
-    fn leased(&self, now: Instant) -> bool {
-        let holds = self.lease.holds(now);
+    /// Whether the lease covering `key` holds at `now`; a lookup that
+    /// finds it lapsed is counted, and misses.
+    fn leased(&self, key: &[u8], now: Instant) -> bool {
+        let holds = self.lease.holds(self.lease.index(key), now);
         if !holds {
             self.metrics.lease_lapsed.inc();
         }
@@ -88,7 +88,7 @@ impl Local {
         // this thread waited for it is not served.
         let found = self.with_store(|s| {
             let now = Instant::now();
-            if !self.leased(now) {
+            if !self.leased(key, now) {
                 return None;
             }
             s.get(key, hash, now).map(found)
@@ -117,12 +117,13 @@ impl Local {
         let start = out.len();
         self.with_store(|s| {
             let now = Instant::now();
-            if !self.leased(now) {
-                out.extend(keys.iter().map(|_| Ok(MISSING)));
-                return;
-            }
             for (key, &hash) in keys.iter().zip(hashes.iter()) {
-                out.push(Ok(s.get(key, hash, now).map_or(MISSING, found)));
+                let hit = if self.leased(key, now) {
+                    s.get(key, hash, now).map_or(MISSING, found)
+                } else {
+                    MISSING
+                };
+                out.push(Ok(hit));
             }
         });
         let hits = out[start..].iter().filter(|f| !is_missing(f)).count();
