@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+#[allow(unused)] // used by the cluster tests only
+pub mod cluster;
 mod in_process;
 mod redis_server;
 mod relay;

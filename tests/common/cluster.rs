@@ -1,0 +1,220 @@
+//! A real Redis Cluster on free ports: 3 masters and 3 replicas of the
+//! same redis-server binary, `cluster-node-timeout` 2 s, created with
+//! `redis-cli --cluster create`, replicas in sync before it is handed over.
+
+use std::process::Command;
+use std::time::Duration;
+
+use super::redis_server::{RedisServer, free_port, wait_for};
+
+pub const NODE_TIMEOUT_MS: u64 = 2000;
+
+pub struct Cluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        let nodes: Vec<RedisServer> = (0..6)
+            .map(|_| {
+                let port = free_port();
+                RedisServer::start_with(
+                    port,
+                    &[
+                        "--cluster-enabled".into(),
+                        "yes".into(),
+                        "--cluster-config-file".into(),
+                        format!("nodes-{port}.conf"),
+                        "--cluster-node-timeout".into(),
+                        NODE_TIMEOUT_MS.to_string(),
+                    ],
+                )
+            })
+            .collect();
+        let mut create = Command::new("redis-cli");
+        create.args(["--cluster", "create"]);
+        for n in &nodes {
+            create.arg(format!("127.0.0.1:{}", n.port));
+        }
+        create.args(["--cluster-replicas", "1", "--cluster-yes"]);
+        let out = create
+            .output()
+            .expect("redis-cli (make test installs redis-tools)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = Cluster { nodes };
+        cluster.wait_healthy();
+        cluster
+    }
+
+    /// Every node says `cluster_state:ok`, three masters each have their
+    /// replica online, and every node agrees on who serves what.
+    pub fn wait_healthy(&self) {
+        wait_for("the cluster to be ok on every node", || {
+            self.up()
+                .all(|n| info(n, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+                .then_some(())
+        });
+        wait_for("every master's replica to be online", || {
+            let masters = self.masters();
+            (masters.len() == 3
+                && masters.iter().all(|&i| {
+                    let r = info(&self.nodes[i], &["INFO", "replication"]);
+                    r.contains("connected_slaves:1") && r.contains("state=online")
+                }))
+            .then_some(())
+        });
+        wait_for("the nodes to agree on the slots", || {
+            let views: Vec<String> = self.up().map(|n| slots_view(n)).collect();
+            views.windows(2).all(|w| w[0] == w[1]).then_some(())
+        });
+    }
+
+    fn up(&self) -> impl Iterator<Item = &RedisServer> {
+        self.nodes.iter().filter(|n| ping(n))
+    }
+
+    /// Indexes of the nodes that say they are masters with slots.
+    pub fn masters(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| ping(&self.nodes[i]) && info(&self.nodes[i], &["ROLE"]).starts_with("master"))
+            .filter(|&i| !slots_view(&self.nodes[i]).is_empty())
+            .filter(|&i| {
+                let id = info(&self.nodes[i], &["CLUSTER", "MYID"]);
+                slots_view(&self.nodes[i]).contains(id.trim())
+            })
+            .collect()
+    }
+
+    /// The node serving `key`'s slot now.
+    pub fn master_of(&self, key: &str) -> usize {
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut self.any().conn())
+            .unwrap();
+        let slots: redis::Value = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query(&mut self.any().conn())
+            .unwrap();
+        let redis::Value::Array(ranges) = slots else {
+            panic!()
+        };
+        for r in ranges {
+            let redis::Value::Array(f) = r else { continue };
+            if let (redis::Value::Int(a), redis::Value::Int(b), redis::Value::Array(m)) =
+                (&f[0], &f[1], &f[2])
+                && (*a..=*b).contains(&slot)
+                && let redis::Value::Int(port) = m[1]
+            {
+                return self.nodes.iter().position(|n| n.port as i64 == port).unwrap();
+            }
+        }
+        panic!("no master for {key}");
+    }
+
+    /// A node that answers.
+    pub fn any(&self) -> &RedisServer {
+        self.up().next().expect("a node up")
+    }
+
+    /// `redis://127.0.0.1:p1,127.0.0.1:p2`: two seeds.
+    pub fn seeds(&self) -> String {
+        format!(
+            "redis://127.0.0.1:{},127.0.0.1:{}",
+            self.nodes[0].port, self.nodes[1].port
+        )
+    }
+
+    /// A cluster-aware client (it follows MOVED and ASK).
+    pub fn client(&self) -> redis::cluster::ClusterConnection {
+        let urls: Vec<String> = self.nodes.iter().map(|n| n.url()).collect();
+        redis::cluster::ClusterClientBuilder::new(urls)
+            .connection_timeout(Duration::from_secs(5))
+            .response_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// `redis-cli --cluster <args…>` against the first node up.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn ping(n: &RedisServer) -> bool {
+    let Ok(client) = redis::Client::open(n.url()) else {
+        return false;
+    };
+    let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(300)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_millis(300)));
+    redis::cmd("PING").query::<String>(&mut c).is_ok()
+}
+
+/// A command's reply as text (a ROLE's first field, INFO's text).
+fn info(n: &RedisServer, args: &[&str]) -> String {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    let Ok(mut c) = redis::Client::open(n.url()).unwrap().get_connection() else {
+        return String::new();
+    };
+    match cmd.query::<redis::Value>(&mut c) {
+        Ok(redis::Value::Array(v)) => match v.first() {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            other => format!("{other:?}"),
+        },
+        Ok(redis::Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
+        Ok(redis::Value::VerbatimString { text, .. }) => text,
+        Ok(other) => format!("{other:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// CLUSTER SLOTS as one comparable string of ranges and master ids.
+fn slots_view(n: &RedisServer) -> String {
+    let Ok(mut c) = redis::Client::open(n.url()).unwrap().get_connection() else {
+        return String::new();
+    };
+    let Ok(redis::Value::Array(ranges)) = redis::cmd("CLUSTER").arg("SLOTS").query::<redis::Value>(&mut c)
+    else {
+        return String::new();
+    };
+    let mut parts: Vec<String> = ranges
+        .iter()
+        .filter_map(|r| {
+            let redis::Value::Array(f) = r else { return None };
+            let (redis::Value::Int(a), redis::Value::Int(b), redis::Value::Array(m)) = (&f[0], &f[1], &f[2])
+            else {
+                return None;
+            };
+            let id = match m.get(2) {
+                Some(redis::Value::BulkString(id)) => String::from_utf8_lossy(id).into_owned(),
+                _ => String::new(),
+            };
+            Some(format!("{a}-{b}:{id}"))
+        })
+        .collect();
+    parts.sort();
+    parts.join(",")
+}
