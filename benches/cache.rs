@@ -19,7 +19,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use redis_proxy::backend::Backend;
 use redis_proxy::cache::{Entry, Store};
 use redis_proxy::config::Invalidation;
-use redis_proxy::lookup::{Local, Lookup};
+use redis_proxy::lookup::{Local, Lookup, Reads};
 use redis_proxy::metrics::Metrics;
 
 const TTL: Duration = Duration::from_secs(3600);
@@ -96,7 +96,7 @@ fn lookup_hit(c: &mut Criterion) {
         metrics.clone(),
     )
     .unwrap();
-    let lookup = Arc::new(Lookup::new(local, Arc::new(backend), metrics));
+    let lookup = Arc::new(Lookup::new(local, Reads::Redis(Arc::new(backend)), metrics));
     let mut i = 0;
     c.bench_function("lookup/get_hit", |b| {
         b.iter(|| {

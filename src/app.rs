@@ -12,18 +12,19 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::backend::{Backend, Coherence};
 use crate::cache::{Bounds, Store};
+use crate::cluster::Cluster;
 use crate::commands::Deny;
 use crate::config::Config;
 use crate::error::Error;
 use crate::forward::{Forwarder, Target};
 use crate::lookup::lease::Lease;
-use crate::lookup::{Found, Local, Lookup, Source};
+use crate::lookup::{Found, Local, Lookup, Reads, Source};
 use crate::metrics::{FrontendMetrics, Metrics, Outcome};
 
 pub struct App {
     pub lookup: Arc<Lookup>,
-    /// The same backend the lookup reads from, for its supervisor.
-    pub backend: Arc<Backend>,
+    /// What the lookup reads from, for its supervisor and readiness.
+    pub reads: Reads,
     pub metrics: Arc<Metrics>,
     /// Every command that is not a cached read.
     pub forwarder: Arc<Forwarder>,
@@ -84,25 +85,51 @@ impl App {
     pub fn build_with(config: &Config, store: Store) -> Result<Arc<App>, String> {
         let metrics = Arc::new(Metrics::new());
         let lease = config.lease();
-        let local = Arc::new(Local::with_lease(
-            store,
-            lease.map_or_else(Lease::unbounded, Lease::new),
-            metrics.clone(),
-        ));
-        let backend = Backend::new(
-            config.redis_url(),
-            config.redis_tls()?,
-            config.backend_timeout,
-            config.invalidation,
-            local.clone(),
-            metrics.clone(),
-        )
-        .map_err(|e| format!("--redis-url: {e}"))?
-        .with_lease(lease);
-        let backend = Arc::new(backend);
         let tls = config.redis_tls()?;
+        let (local, reads, forward_url) = match &config.redis_cluster {
+            Some(seeds) => {
+                let local = Arc::new(Local::with_lease(
+                    store,
+                    lease.map_or_else(Lease::unbounded, Lease::per_slot),
+                    metrics.clone(),
+                ));
+                let cluster = Cluster::new(
+                    seeds.clone(),
+                    tls.clone(),
+                    config.backend_timeout,
+                    config.invalidation,
+                    lease,
+                    local.clone(),
+                    metrics.clone(),
+                );
+                let url = seeds.url(&seeds.nodes[0]);
+                (local, Reads::Cluster(Arc::new(cluster)), url)
+            }
+            None => {
+                let local = Arc::new(Local::with_lease(
+                    store,
+                    lease.map_or_else(Lease::unbounded, Lease::new),
+                    metrics.clone(),
+                ));
+                let backend = Backend::new(
+                    config.redis_url(),
+                    tls.clone(),
+                    config.backend_timeout,
+                    config.invalidation,
+                    local.clone(),
+                    metrics.clone(),
+                )
+                .map_err(|e| format!("--redis-url: {e}"))?
+                .with_lease(lease);
+                (
+                    local,
+                    Reads::Redis(Arc::new(backend)),
+                    config.redis_url().to_string(),
+                )
+            }
+        };
         let target = Target::new(
-            config.redis_url(),
+            &forward_url,
             tls.as_ref(),
             config.backend_timeout.max(Duration::from_millis(500)),
         )
@@ -112,15 +139,15 @@ impl App {
             target,
             config.max_pinned_connections as usize,
             (!config.forward_timeout.is_zero()).then_some(config.forward_timeout),
-            backend.clone(),
+            reads.clone(),
             coherence,
             metrics.clone(),
         ));
         Ok(Arc::new(App {
             forwarder,
             deny: Deny::parse(&config.deny_commands),
-            lookup: Arc::new(Lookup::new(local, backend.clone(), metrics.clone())),
-            backend,
+            lookup: Arc::new(Lookup::new(local, reads.clone(), metrics.clone())),
+            reads,
             http_metrics: metrics.frontend("http"),
             resp_metrics: metrics.frontend("resp"),
             metrics,
@@ -144,7 +171,7 @@ impl App {
     /// Whether a load balancer should send clients here: Redis is usable
     /// (see [`Backend::is_ready`]) and the proxy is not shutting down.
     pub fn is_ready(&self) -> bool {
-        !self.is_draining() && self.backend.is_ready()
+        !self.is_draining() && self.reads.is_ready()
     }
 
     pub fn is_draining(&self) -> bool {

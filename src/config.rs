@@ -18,6 +18,12 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url)]
     pub redis_url: Option<String>,
 
+    /// Seed nodes of a Redis Cluster, instead of --redis-url:
+    /// `redis[s]://[user:pass@]host:port[,host:port…]` or `host:port,…`.
+    /// Clients still see a standalone Redis.
+    #[arg(long, env = "REDIS_CLUSTER", value_parser = parse_seeds, conflicts_with = "redis_url")]
+    pub redis_cluster: Option<crate::cluster::Seeds>,
+
     /// HTTP front end address, or `off`.
     #[arg(long, env = "HTTP_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub http_listen: Listen,
@@ -201,6 +207,14 @@ impl Config {
     /// Fills `redis_url` from the Flask-era variables when it was not given,
     /// and checks the TLS files against it.
     pub fn resolve_redis_url(&mut self) -> Result<(), String> {
+        if self.redis_cluster.is_some() {
+            for var in ["REDIS_HOST", "REDIS_PORT"] {
+                if std::env::var(var).is_ok_and(|v| !v.is_empty()) {
+                    return Err(format!("--redis-cluster cannot be given together with {var}"));
+                }
+            }
+            return self.redis_tls().map(drop);
+        }
         if self.redis_url.is_none() {
             let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
             self.redis_url = Some(flask_url(var("REDIS_HOST"), var("REDIS_PORT"), var("REDIS_DB"))?);
@@ -224,7 +238,11 @@ impl Config {
         let Some((flag, _)) = files.iter().find(|(_, f)| f.is_some()) else {
             return Ok(None);
         };
-        if !self.redis_url().starts_with("rediss://") {
+        let tls = match &self.redis_cluster {
+            Some(seeds) => seeds.tls,
+            None => self.redis_url().starts_with("rediss://"),
+        };
+        if !tls {
             return Err(format!("{flag} is for TLS: it needs a rediss:// URL"));
         }
         let read = |flag: &str, path: &Path| {
@@ -278,6 +296,10 @@ impl Config {
     pub fn threads(&self) -> usize {
         self.threads.map(|n| n as usize).unwrap_or_else(cores)
     }
+}
+
+fn parse_seeds(s: &str) -> Result<crate::cluster::Seeds, String> {
+    crate::cluster::Seeds::parse(s)
 }
 
 fn cores() -> usize {

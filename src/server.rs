@@ -131,7 +131,7 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
     let stop_accepting = CancellationToken::new();
     // The backend outlives the accept loops: draining requests still need it.
     let stop_backend = CancellationToken::new();
-    tokio::spawn(app.backend.clone().supervise(stop_backend.clone()));
+    app.reads.supervise(stop_backend.clone());
     let serving = serve(&app, listeners, &stop_accepting);
     let signal = shutdown.await;
     app.start_draining();

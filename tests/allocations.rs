@@ -66,7 +66,7 @@ async fn a_resp_cache_hit_allocates_nothing_beyond_its_share_of_the_reply() {
     }
     let server = InProcess::start(&redis.url(), "resp", &[]).await;
     let (app, port) = (server.app.clone(), server.port);
-    while !app.backend.is_ready() {
+    while !app.reads.is_ready() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 

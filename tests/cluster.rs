@@ -7,8 +7,10 @@
 mod common;
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use common::cluster::Cluster;
+use common::{Proxy, wait_for};
 
 /// Held by each test for its whole run.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -30,4 +32,57 @@ fn the_harness_starts_a_healthy_cluster() {
         .query(&mut cluster.nodes[owner].conn())
         .unwrap();
     assert_eq!(v, "bar");
+}
+
+/// Keys spread over every master: one per master, found by asking.
+fn keys_on_each_master(cluster: &Cluster) -> Vec<String> {
+    let mut found: Vec<(usize, String)> = Vec::new();
+    for i in 0..1000 {
+        let key = format!("key:{i}");
+        let owner = cluster.master_of(&key);
+        if !found.iter().any(|(o, _)| *o == owner) {
+            found.push((owner, key));
+        }
+        if found.len() == 3 {
+            break;
+        }
+    }
+    found.into_iter().map(|(_, k)| k).collect()
+}
+
+fn resp(proxy: &Proxy) -> redis::Connection {
+    let c = redis::Client::open(format!("redis://127.0.0.1:{}/0", proxy.resp)).unwrap();
+    c.get_connection_with_timeout(Duration::from_secs(5)).unwrap()
+}
+
+/// Reads of keys on every master are served over HTTP and RESP, cached,
+/// and a write made directly on the cluster is seen at once: each master's
+/// invalidations come on its own tracked connection.
+#[test]
+fn reads_from_every_master_are_cached_and_kept_coherent() {
+    let _one = serial();
+    let cluster = Cluster::start();
+    let proxy = Proxy::start_cluster(&cluster.seeds(), &["--cache-ttl", "1h"]);
+    let mut direct = cluster.client();
+    let mut c = resp(&proxy);
+    for key in keys_on_each_master(&cluster) {
+        let _: () = redis::cmd("SET").arg(&key).arg("v1").query(&mut direct).unwrap();
+        let r = proxy.get(&format!("/get/{key}"));
+        assert_eq!(r.json()["value"], "v1", "{key}");
+        wait_for("a hit", || {
+            (proxy.get(&format!("/get/{key}")).cache() == "HIT").then_some(())
+        });
+        let got: Option<String> = redis::cmd("GET").arg(&key).query(&mut c).unwrap();
+        assert_eq!(got.as_deref(), Some("v1"));
+        let _: () = redis::cmd("SET").arg(&key).arg("v2").query(&mut direct).unwrap();
+        wait_for("the direct write to be seen", || {
+            let r = proxy.get(&format!("/get/{key}"));
+            (r.json()["value"] == "v2").then_some(())
+        });
+        let got: Option<String> = redis::cmd("GET").arg(&key).query(&mut c).unwrap();
+        assert_eq!(got.as_deref(), Some("v2"));
+    }
+    assert_eq!(proxy.get("/get/never-set").status, 404);
+    assert!(proxy.metric("redis_proxy_invalidations_total") >= 3.0);
+    assert_eq!(proxy.admin_get("/readyz").unwrap().status, 200);
 }

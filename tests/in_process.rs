@@ -17,7 +17,7 @@ async fn run_serves_until_its_shutdown_future_completes_then_drains() {
     let (app, port) = (server.app.clone(), server.port);
 
     let start = std::time::Instant::now();
-    while !app.backend.is_ready() {
+    while !app.reads.is_ready() {
         assert!(start.elapsed() < common::DEADLINE, "the backend never connected");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -75,6 +75,9 @@ pub struct Backend {
     barrier: Barrier,
     /// How often the supervisor probes the connections.
     probe_every: Duration,
+    /// One master of a cluster: its probe also asks ROLE and CLUSTER INFO,
+    /// and the process-wide gauges are the cluster's to set.
+    node: bool,
 }
 
 impl Backend {
@@ -115,7 +118,14 @@ impl Backend {
             metrics,
             barrier: Barrier::default(),
             probe_every: supervise::HEALTH_INTERVAL,
+            node: false,
         })
+    }
+
+    /// A master of a cluster (see [`Backend::node`]).
+    pub fn as_cluster_node(mut self) -> Self {
+        self.node = true;
+        self
     }
 
     /// Probes often enough to keep a tracking lease of `lease` held: four
@@ -140,7 +150,9 @@ impl Backend {
 
     fn set_ready(&self, up: bool) {
         self.ready.store(up, Ordering::Relaxed);
-        self.metrics.backend_up.set(up as i64);
+        if !self.node {
+            self.metrics.backend_up.set(up as i64);
+        }
     }
 
     fn connection(&self) -> Option<(u64, MultiplexedConnection, bool)> {
@@ -170,6 +182,9 @@ impl Backend {
             atomic: link.atomic,
         };
         self.set_ready(true);
+        if self.node {
+            return;
+        }
         self.metrics.backend_connections("reads").set(1);
         if self.mode == Invalidation::Tracking {
             self.metrics.tracking.set(1);
@@ -192,10 +207,14 @@ impl Backend {
             published.invalidations = None;
         }
         self.set_ready(false);
-        self.metrics.backend_connections("reads").set(0);
-        self.metrics.backend_connections("invalidations").set(0);
+        if !self.node {
+            self.metrics.backend_connections("reads").set(0);
+            self.metrics.backend_connections("invalidations").set(0);
+        }
         if self.mode == Invalidation::Tracking {
-            self.metrics.tracking.set(0);
+            if !self.node {
+                self.metrics.tracking.set(0);
+            }
             self.coherence.lost();
             self.coherence.invalidate_all(reason);
         }
@@ -235,7 +254,7 @@ impl Backend {
 
     /// `GET key` and `PTTL key` for each key, in one round trip: per key,
     /// its value, `Ok(None)` for no such key, or `WrongType`.
-    async fn get_each(&self, keys: &[&[u8]]) -> Result<Vec<Result<Option<Fetched>, Error>>, Error> {
+    pub async fn get_each(&self, keys: &[&[u8]]) -> Result<Vec<Result<Option<Fetched>, Error>>, Error> {
         let (replies, _) = self
             .read(|pipe| {
                 for key in keys {
@@ -265,6 +284,39 @@ impl Backend {
             });
         }
         Ok(each)
+    }
+
+    /// `GET key` and `PTTL key`, each after ASKING: a cluster node that is
+    /// importing the key's slot answers it (Redis said `-ASK`). On the
+    /// tracked connection, so the key is tracked there.
+    pub async fn get_asking(&self, key: &[u8]) -> Result<Option<Fetched>, Error> {
+        // Never in MULTI (as `read` may put it in `ttl` mode): ASKING only
+        // counts for the command right after it.
+        let replies: Vec<Value> = self
+            .round_trip(|mut conn, _| async move {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ASKING")
+                    .cmd("GET")
+                    .arg(key)
+                    .cmd("ASKING")
+                    .cmd("PTTL")
+                    .arg(key);
+                pipe.ignore_errors();
+                pipe.query_async(&mut conn).await
+            })
+            .await?;
+        match <[Value; 4]>::try_from(replies) {
+            Ok([_, Value::Nil, _, _]) => Ok(None),
+            Ok([_, Value::BulkString(v), _, pttl]) => Ok(Some(Fetched {
+                value: Bytes::from(v),
+                pttl: pttl_of(pttl),
+            })),
+            Ok([_, Value::ServerError(e), _, _]) if e.code() == "WRONGTYPE" => {
+                Err(Error::WrongType(server_error_text(&e)))
+            }
+            Ok([_, other, _, _]) => Err(self.unexpected(other)),
+            Err(other) => Err(self.unexpected(Value::Array(other))),
+        }
     }
 
     /// `MGET keys…` and `PTTL key` for each, in one round trip. Per key:
@@ -500,8 +552,12 @@ impl Backend {
                 let sent = std::time::Instant::now();
                 let answered = tokio::time::timeout(self.timeout, ping.query_async::<Value>(&mut conn)).await;
                 if matches!(answered, Ok(Ok(_))) {
-                    // As good a probe as the supervisor's.
-                    self.coherence.heard_from(sent);
+                    // As good a probe as the supervisor's (not in a
+                    // cluster, where the probe must also show the node is
+                    // still a master).
+                    if !self.node {
+                        self.coherence.heard_from(sent);
+                    }
                 } else {
                     self.coherence.invalidate_all(FlushReason::Write);
                 }

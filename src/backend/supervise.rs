@@ -267,6 +267,9 @@ impl Backend {
                 let Some(inval) = invalidations.as_mut() else {
                     return Ok(Value::SimpleString("PONG".into()));
                 };
+                if self.node {
+                    return self.probe_node(inval, id, sent).await;
+                }
                 // Its own reply: a PONG on a connection nobody else uses.
                 let pong = ping.query_async::<Value>(inval).await?;
                 if matches!(&pong, Value::SimpleString(p) if p == "PONG") && self.is_current(id) {
@@ -310,6 +313,41 @@ impl Backend {
                 }
             }
         }
+    }
+}
+
+impl Backend {
+    /// A cluster master's probe, on its invalidation connection: ROLE and
+    /// CLUSTER INFO in one round trip. The lease is renewed only if the node
+    /// is still a master and its cluster is ok: a master cut off from the
+    /// rest of the cluster answers PING while its replica takes over. Any
+    /// other answer asks for the slot map to be read again. Answers PONG
+    /// for the health check when the connection works.
+    async fn probe_node(
+        &self,
+        inval: &mut MultiplexedConnection,
+        id: u64,
+        sent: Instant,
+    ) -> redis::RedisResult<Value> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("ROLE").cmd("CLUSTER").arg("INFO");
+        pipe.ignore_errors();
+        let replies: Vec<Value> = pipe.query_async(inval).await?;
+        let master = matches!(replies.first(), Some(Value::Array(role))
+            if matches!(role.first(), Some(Value::BulkString(r)) if r == b"master"));
+        let ok = match replies.get(1) {
+            Some(Value::BulkString(text)) => text.windows(16).any(|w| w == b"cluster_state:ok"),
+            Some(Value::VerbatimString { text, .. }) => text.contains("cluster_state:ok"),
+            _ => false,
+        };
+        if master && ok {
+            if self.is_current(id) {
+                self.coherence.heard_from(sent);
+            }
+        } else {
+            self.coherence.probe_refused();
+        }
+        Ok(Value::SimpleString("PONG".into()))
     }
 }
 

@@ -58,6 +58,15 @@ pub trait Coherence: Send + Sync + 'static {
     /// The invalidation connection is gone: nothing renews the lease until
     /// another one answers.
     fn lost(&self);
+    /// In a cluster: what may have changed is the keys of `slots` only.
+    fn invalidate_slots(&self, slots: &[u16], reason: FlushReason);
+    /// In a cluster: [`Coherence::heard_from`] for the lease of `slots`.
+    fn heard_from_slots(&self, slots: &[u16], sent: std::time::Instant);
+    /// In a cluster: [`Coherence::lost`] for the lease of `slots`.
+    fn lost_slots(&self, slots: &[u16]);
+    /// The node's probe said it is not a master of a healthy cluster any
+    /// more: the slot map is worth reading again.
+    fn probe_refused(&self) {}
 }
 
 impl Backend {

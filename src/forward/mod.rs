@@ -55,10 +55,11 @@ use parking_lot::{Mutex, RwLock};
 use redis::ProtocolVersion;
 use tokio::sync::Semaphore;
 
-use crate::backend::{Backend, Coherence};
+use crate::backend::Coherence;
 use crate::commands::Table;
 use crate::config::Invalidation;
 use crate::error::Error;
+use crate::lookup::Reads;
 use crate::metrics::{FlushReason, Metrics};
 use shared::Shared;
 
@@ -82,7 +83,7 @@ pub struct Forwarder {
     max_pinned: usize,
     /// `--forward-timeout`; None: no limit.
     pub timeout: Option<Duration>,
-    backend: Arc<Backend>,
+    reads: Reads,
     coherence: Arc<dyn Coherence>,
     metrics: Arc<Metrics>,
 }
@@ -92,7 +93,7 @@ impl Forwarder {
         target: Target,
         max_pinned: usize,
         timeout: Option<Duration>,
-        backend: Arc<Backend>,
+        reads: Reads,
         coherence: Arc<dyn Coherence>,
         metrics: Arc<Metrics>,
     ) -> Forwarder {
@@ -106,7 +107,7 @@ impl Forwarder {
             pins: Arc::new(Semaphore::new(max_pinned)),
             max_pinned,
             timeout,
-            backend,
+            reads,
             coherence,
             metrics,
         }
@@ -242,8 +243,8 @@ impl Forwarder {
         match keys {
             _ if swapdb => self.coherence.invalidate_all(FlushReason::Write),
             Some(keys) if !keys.is_empty() => self.coherence.invalidate(&keys),
-            _ => match self.backend.mode() {
-                Invalidation::Tracking => self.backend.caught_up().await,
+            _ => match self.reads.mode() {
+                Invalidation::Tracking => self.reads.caught_up().await,
                 Invalidation::Ttl => self.coherence.invalidate_all(FlushReason::Write),
             },
         }

@@ -285,6 +285,29 @@ impl Coherence for Local {
         self.lease.revoke();
     }
 
+    fn invalidate_slots(&self, slots: &[u16], reason: FlushReason) {
+        if slots.is_empty() {
+            return;
+        }
+        let mut dropping = vec![false; crate::cluster::SLOTS];
+        for &s in slots {
+            dropping[s as usize] = true;
+        }
+        // Bump first, as for a key: a read in flight does not insert.
+        self.generations.bump_all();
+        let dropped = self.with_store(|s| s.retain(|key| !dropping[crate::cluster::slot_of(key) as usize]));
+        self.metrics.flush(reason);
+        tracing::debug!(target: "cache", slots = slots.len(), dropped, ?reason, "dropped the entries of some slots");
+    }
+
+    fn heard_from_slots(&self, slots: &[u16], sent: Instant) {
+        self.lease.renew_slots(slots.iter().copied(), sent);
+    }
+
+    fn lost_slots(&self, slots: &[u16]) {
+        self.lease.revoke_slots(slots.iter().copied());
+    }
+
     fn invalidate(&self, keys: &[Bytes]) {
         // Bump first: a read that checks its stamp after this does not
         // insert, and one that inserted before is removed below.

@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::backend::{Backend, Written};
+use crate::cluster::Cluster;
+use crate::config::Invalidation;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use flight::{Batch, Begun, Flights, NewFlights, Outcome};
@@ -63,13 +65,56 @@ pub enum Source {
     Miss,
 }
 
+/// Where cached reads come from: one Redis, or the masters of a cluster.
+#[derive(Clone)]
+pub enum Reads {
+    Redis(Arc<Backend>),
+    Cluster(Arc<Cluster>),
+}
+
+impl Reads {
+    /// Whether the proxy can serve (see [`Backend::is_ready`],
+    /// [`Cluster::is_ready`]).
+    pub fn is_ready(&self) -> bool {
+        match self {
+            Reads::Redis(b) => b.is_ready(),
+            Reads::Cluster(c) => c.is_ready(),
+        }
+    }
+
+    pub fn mode(&self) -> Invalidation {
+        match self {
+            Reads::Redis(b) => b.mode(),
+            Reads::Cluster(c) => c.mode(),
+        }
+    }
+
+    /// Every invalidation Redis queued before this call has been applied
+    /// (see [`Backend::caught_up`]).
+    pub async fn caught_up(&self) {
+        match self {
+            Reads::Redis(b) => b.caught_up().await,
+            Reads::Cluster(c) => c.caught_up().await,
+        }
+    }
+
+    /// Keeps the connections (and, for a cluster, the slot map) until
+    /// `shutdown`.
+    pub fn supervise(&self, shutdown: tokio_util::sync::CancellationToken) {
+        match self {
+            Reads::Redis(b) => drop(tokio::spawn(b.clone().supervise(shutdown))),
+            Reads::Cluster(c) => drop(tokio::spawn(c.clone().supervise(shutdown))),
+        }
+    }
+}
+
 /// The read path shared by every front end. Reads go cache → single
 /// flight → Redis → insert; writes go to Redis and leave the cache as
 /// coherent as the invalidation mode allows (see the module doc).
 pub struct Lookup {
     local: Arc<Local>,
     flights: Flights,
-    backend: Arc<Backend>,
+    reads: Reads,
     metrics: Arc<Metrics>,
     #[cfg(test)]
     pauses: pause::Pauses,
@@ -78,19 +123,19 @@ pub struct Lookup {
 impl Lookup {
     /// The read path over `local`, fetching from `backend` (which must have
     /// been given the same `local` to invalidate).
-    pub fn new(local: Arc<Local>, backend: Arc<Backend>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(local: Arc<Local>, reads: Reads, metrics: Arc<Metrics>) -> Self {
         Lookup {
             local,
             flights: Flights::default(),
-            backend,
+            reads,
             metrics,
             #[cfg(test)]
             pauses: pause::Pauses::default(),
         }
     }
 
-    pub fn backend(&self) -> &Backend {
-        &self.backend
+    pub fn reads(&self) -> &Reads {
+        &self.reads
     }
 
     /// The value of `key`, from the cache if held, else from Redis.
@@ -198,14 +243,15 @@ impl Lookup {
     /// changed their key since it was stamped.
     async fn fetch(&self, keys: &[Bytes], stamps: &[Stamp]) -> Vec<Outcome> {
         let sent = Instant::now();
-        let fetched: Vec<Fetched> = match keys {
-            [key] => vec![self.backend.get(key).await],
-            _ => {
+        let fetched: Vec<Fetched> = match (&self.reads, keys) {
+            (Reads::Cluster(cluster), _) => cluster.get_each(keys).await,
+            (Reads::Redis(backend), [key]) => vec![backend.get(key).await],
+            (Reads::Redis(backend), _) => {
                 // In chunks: one MGET of a million keys would hold Redis,
                 // and everyone else's requests, for as long as it takes.
                 let mut fetched = Vec::with_capacity(keys.len());
                 for chunk in keys.chunks(MGET_CHUNK) {
-                    match self.backend.get_many(chunk).await {
+                    match backend.get_many(chunk).await {
                         Ok(each) => fetched.extend(each),
                         Err(e) => fetched.extend(std::iter::repeat_n(Err(e), chunk.len())),
                     }
@@ -239,7 +285,10 @@ impl Lookup {
         let before = self.local.generations.bump(&key);
         pause_point!(self, "write_bumped");
         let sent = Instant::now();
-        let result = self.backend.set(&key, &value).await;
+        let result = match &self.reads {
+            Reads::Redis(backend) => backend.set(&key, &value).await,
+            Reads::Cluster(cluster) => cluster.set(&key, &value).await,
+        };
         pause_point!(self, "write_replied");
         let after = self.local.generations.bump(&key);
         // Our own bump, plus the invalidations the write itself caused:

@@ -51,14 +51,14 @@ async fn harness(mode: Invalidation, backend_timeout: Duration) -> Harness {
     let backend = Arc::new(backend.unwrap());
     let stop = CancellationToken::new();
     tokio::spawn(backend.clone().supervise(stop.clone()));
-    let lookup = Arc::new(Lookup::new(local, backend, metrics.clone()));
+    let lookup = Arc::new(Lookup::new(local, Reads::Redis(backend), metrics.clone()));
     let h = Harness {
         redis,
         lookup,
         metrics,
         stop,
     };
-    h.until("the backend to connect", || h.lookup.backend().is_ready())
+    h.until("the backend to connect", || h.lookup.reads().is_ready())
         .await;
     h
 }
@@ -249,7 +249,7 @@ async fn a_reply_from_a_connection_that_was_lost_is_not_inserted() {
         h.direct(&["SET", &key, "new"]);
         gate.release();
         assert_eq!(reader.await.unwrap(), Some(b("old")), "{read:?}");
-        h.until("the reconnect", || h.lookup.backend().is_ready()).await;
+        h.until("the reconnect", || h.lookup.reads().is_ready()).await;
         h.until_value(&key, Some("new")).await;
     }
 }

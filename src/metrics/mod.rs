@@ -94,15 +94,18 @@ pub enum FlushReason {
     /// A write forwarded by the proxy that Redis does not report (SWAPDB),
     /// or, without tracking, whose keys cannot be known.
     Write,
+    /// In a cluster: a slot's master changed (its entries only).
+    SlotMoved,
 }
 
 impl FlushReason {
-    pub const ALL: [FlushReason; 5] = [
+    pub const ALL: [FlushReason; 6] = [
         FlushReason::Flushall,
         FlushReason::Disconnected,
         FlushReason::Connected,
         FlushReason::TrackingRefused,
         FlushReason::Write,
+        FlushReason::SlotMoved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +115,7 @@ impl FlushReason {
             FlushReason::Connected => "connected",
             FlushReason::TrackingRefused => "tracking_refused",
             FlushReason::Write => "write",
+            FlushReason::SlotMoved => "slot_moved",
         }
     }
 }

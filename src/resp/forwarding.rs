@@ -507,7 +507,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         // Without tracking, a write's bookkeeping must finish even if its
         // client hangs up (with tracking, Redis's own invalidation would
         // follow anyway).
-        let replies = if writes && self.app.backend.mode() == Invalidation::Ttl {
+        let replies = if writes && self.app.reads.mode() == Invalidation::Ttl {
             tokio::spawn(send)
                 .await
                 .unwrap_or_else(|e| Err(Error::internal(format!("the write task failed: {e}"))))

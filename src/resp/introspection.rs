@@ -74,13 +74,10 @@ fn proxy_section(app: &App) -> String {
         ("cache_evictions", m.evictions.get().to_string()),
         ("cache_expirations", m.expirations.get().to_string()),
         ("singleflight_joins", m.singleflight_joins.get().to_string()),
-        (
-            "backend",
-            if app.backend.is_ready() { "up" } else { "down" }.into(),
-        ),
+        ("backend", if app.reads.is_ready() { "up" } else { "down" }.into()),
         (
             "invalidation_mode",
-            match app.backend.mode() {
+            match app.reads.mode() {
                 Invalidation::Tracking => "tracking",
                 Invalidation::Ttl => "ttl",
             }

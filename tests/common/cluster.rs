@@ -69,7 +69,7 @@ impl Cluster {
             .then_some(())
         });
         wait_for("the nodes to agree on the slots", || {
-            let views: Vec<String> = self.up().map(|n| slots_view(n)).collect();
+            let views: Vec<String> = self.up().map(slots_view).collect();
             views.windows(2).all(|w| w[0] == w[1]).then_some(())
         });
     }

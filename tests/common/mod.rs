@@ -55,15 +55,29 @@ impl Proxy {
     }
 
     /// `command` (the binary, or a wrapper of it) on free ports.
-    pub fn launch(mut command: Command, redis_url: &str, args: &[&str]) -> Proxy {
+    pub fn launch(command: Command, redis_url: &str, args: &[&str]) -> Proxy {
+        Self::launch_for(command, &["--redis-url", redis_url], args)
+    }
+
+    /// In front of a cluster (`seeds` as `--redis-cluster` takes them).
+    pub fn start_cluster(seeds: &str, args: &[&str]) -> Proxy {
+        let command = Command::new(env!("CARGO_BIN_EXE_redis-proxy"));
+        let proxy = Self::launch_for(command, &["--redis-cluster", seeds], args);
+        proxy.wait_ready();
+        proxy
+    }
+
+    /// `command` on free ports, with `backend` saying where Redis is.
+    pub fn launch_for(mut command: Command, backend: &[&str], args: &[&str]) -> Proxy {
         let (http, resp, admin) = (free_port(), free_port(), free_port());
         command
-            .args(["--redis-url", redis_url])
+            .args(backend)
             .args(["--http-listen", &format!("127.0.0.1:{http}")])
             .args(["--resp-listen", &format!("127.0.0.1:{resp}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
             .args(args)
             .env_remove("REDIS_URL")
+            .env_remove("REDIS_CLUSTER")
             .stdout(Stdio::null());
         if !command.get_envs().any(|(name, _)| name == "RUST_LOG") {
             command.env("RUST_LOG", "error");
@@ -83,7 +97,6 @@ impl Proxy {
         proxy
     }
 
-    /// Started and connected to Redis.
     /// A proxy the test spawned itself (`command` configured by the test,
     /// the listen addresses it was given).
     pub fn spawned(mut command: Command, http: u16, resp: u16, admin: u16) -> Proxy {
@@ -100,6 +113,7 @@ impl Proxy {
         }
     }
 
+    /// Started and connected to Redis.
     pub fn start_ready(redis: &RedisServer, args: &[&str]) -> Proxy {
         let proxy = Self::start(redis, args);
         proxy.wait_ready();
