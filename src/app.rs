@@ -16,7 +16,7 @@ use crate::cluster::Cluster;
 use crate::commands::Deny;
 use crate::config::Config;
 use crate::error::Error;
-use crate::forward::{Forwarder, Target};
+use crate::forward::{Forwarder, Target, Targets};
 use crate::lookup::lease::Lease;
 use crate::lookup::{Found, Local, Lookup, Reads, Source};
 use crate::metrics::{FrontendMetrics, Metrics, Outcome};
@@ -86,7 +86,7 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let lease = config.lease();
         let tls = config.redis_tls()?;
-        let (local, reads, forward_url) = match &config.redis_cluster {
+        let (local, reads) = match &config.redis_cluster {
             Some(seeds) => {
                 let local = Arc::new(Local::with_lease(
                     store,
@@ -102,8 +102,7 @@ impl App {
                     local.clone(),
                     metrics.clone(),
                 );
-                let url = seeds.url(&seeds.nodes[0]);
-                (local, Reads::Cluster(Arc::new(cluster)), url)
+                (local, Reads::Cluster(Arc::new(cluster)))
             }
             None => {
                 let local = Arc::new(Local::with_lease(
@@ -121,22 +120,25 @@ impl App {
                 )
                 .map_err(|e| format!("--redis-url: {e}"))?
                 .with_lease(lease);
-                (
-                    local,
-                    Reads::Redis(Arc::new(backend)),
-                    config.redis_url().to_string(),
-                )
+                (local, Reads::Redis(Arc::new(backend)))
             }
         };
-        let target = Target::new(
-            &forward_url,
-            tls.as_ref(),
-            config.backend_timeout.max(Duration::from_millis(500)),
-        )
-        .map_err(|e| format!("--redis-url: {e}"))?;
+        let connect_timeout = config.backend_timeout.max(Duration::from_millis(500));
+        let targets = match (&config.redis_cluster, &reads) {
+            (Some(seeds), Reads::Cluster(cluster)) => Targets::cluster(
+                seeds.clone(),
+                tls.clone(),
+                connect_timeout,
+                cluster.topology().clone(),
+            ),
+            _ => Targets::One(Arc::new(
+                Target::new(config.redis_url(), tls.as_ref(), connect_timeout)
+                    .map_err(|e| format!("--redis-url: {e}"))?,
+            )),
+        };
         let coherence: Arc<dyn Coherence> = local.clone();
         let forwarder = Arc::new(Forwarder::new(
-            target,
+            targets,
             config.max_pinned_connections as usize,
             (!config.forward_timeout.is_zero()).then_some(config.forward_timeout),
             reads.clone(),

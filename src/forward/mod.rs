@@ -38,9 +38,11 @@
 //! - **SWAPDB**, which Redis does not report at all: the whole cache is
 //!   dropped.
 
+mod cluster;
 mod link;
 mod pinned;
 pub mod reply;
+pub mod route;
 mod shared;
 
 pub use link::{Server, Target, pack};
@@ -56,6 +58,7 @@ use redis::ProtocolVersion;
 use tokio::sync::Semaphore;
 
 use crate::backend::Coherence;
+use crate::cluster::{Seeds, Topology};
 use crate::commands::Table;
 use crate::config::Invalidation;
 use crate::error::Error;
@@ -63,15 +66,73 @@ use crate::lookup::Reads;
 use crate::metrics::{FlushReason, Metrics};
 use shared::Shared;
 
-/// Which shared connection: the protocol (RESP3 or not) and the database.
-type Key = (bool, i64);
+/// Which Redis a connection goes to: empty for `--redis-url`, else a
+/// cluster master's `host:port`.
+pub type Node = Arc<str>;
+
+/// Which connection: the Redis, the protocol (RESP3 or not) and the
+/// database.
+type Key = (Node, bool, i64);
+
+/// Where forwarded commands can go.
+pub enum Targets {
+    /// `--redis-url`.
+    One(Arc<Target>),
+    /// The masters of a cluster, each reached as the seeds say.
+    Cluster {
+        seeds: Seeds,
+        tls: Option<redis::TlsCertificates>,
+        timeout: Duration,
+        topology: Arc<Topology>,
+        made: Mutex<HashMap<Node, Arc<Target>>>,
+    },
+}
+
+impl Targets {
+    pub fn cluster(
+        seeds: Seeds,
+        tls: Option<redis::TlsCertificates>,
+        timeout: Duration,
+        topology: Arc<Topology>,
+    ) -> Targets {
+        Targets::Cluster {
+            seeds,
+            tls,
+            timeout,
+            topology,
+            made: Mutex::default(),
+        }
+    }
+
+    fn get(&self, node: &Node) -> Result<Arc<Target>, Error> {
+        match self {
+            Targets::One(target) => Ok(target.clone()),
+            Targets::Cluster {
+                seeds,
+                tls,
+                timeout,
+                made,
+                ..
+            } => {
+                if let Some(target) = made.lock().get(node) {
+                    return Ok(target.clone());
+                }
+                let target = Target::new(&seeds.url(node), tls.as_ref(), *timeout)
+                    .map(Arc::new)
+                    .map_err(|e| Error::unavailable(format!("{node}: {e}")))?;
+                made.lock().insert(node.clone(), target.clone());
+                Ok(target)
+            }
+        }
+    }
+}
 
 /// Idle connections kept for pinning again, all protocols and databases
 /// together (within the open files' headroom).
 const IDLE_MAX: usize = 32;
 
 pub struct Forwarder {
-    target: Target,
+    targets: Targets,
     shared: Mutex<HashMap<Key, Shared>>,
     /// Held while connecting, so that clients arriving together open one
     /// connection, not one each.
@@ -90,7 +151,7 @@ pub struct Forwarder {
 
 impl Forwarder {
     pub fn new(
-        target: Target,
+        targets: Targets,
         max_pinned: usize,
         timeout: Option<Duration>,
         reads: Reads,
@@ -98,7 +159,7 @@ impl Forwarder {
         metrics: Arc<Metrics>,
     ) -> Forwarder {
         Forwarder {
-            target,
+            targets,
             shared: Mutex::default(),
             connecting: tokio::sync::Mutex::new(()),
             table: RwLock::new(None),
@@ -113,9 +174,34 @@ impl Forwarder {
         }
     }
 
-    /// The database of `--redis-url`: the one the cache holds.
+    /// The database of `--redis-url`: the one the cache holds (a cluster
+    /// has only 0).
     pub fn default_db(&self) -> i64 {
-        self.target.db
+        match &self.targets {
+            Targets::One(target) => target.db,
+            Targets::Cluster { .. } => 0,
+        }
+    }
+
+    /// Where a command with nowhere in particular to go goes: the Redis, or
+    /// a cluster's first master (its first seed before the map is known).
+    pub fn default_node(&self) -> Node {
+        match &self.targets {
+            Targets::One(_) => Node::from(""),
+            Targets::Cluster { topology, seeds, .. } => {
+                let map = topology.map();
+                let first = map.masters().first().unwrap_or(&seeds.nodes[0]);
+                Node::from(first.as_str())
+            }
+        }
+    }
+
+    /// The slot map, in front of a cluster.
+    pub fn topology(&self) -> Option<&Arc<Topology>> {
+        match &self.targets {
+            Targets::One(_) => None,
+            Targets::Cluster { topology, .. } => Some(topology),
+        }
     }
 
     /// The command table, loading it (connecting) if it never was.
@@ -123,7 +209,8 @@ impl Forwarder {
         if let Some(table) = self.table_now() {
             return Ok(table);
         }
-        self.shared(ProtocolVersion::RESP2, self.target.db).await?;
+        self.shared(&self.default_node(), ProtocolVersion::RESP2, self.default_db())
+            .await?;
         self.table_now()
             .ok_or_else(|| Error::unavailable("the command table could not be read from Redis"))
     }
@@ -146,7 +233,19 @@ impl Forwarder {
         bytes: Bytes,
         count: usize,
     ) -> Result<Vec<Bytes>, Error> {
-        let shared = self.shared(proto, db).await?;
+        self.send_to(&self.default_node(), proto, db, bytes, count).await
+    }
+
+    /// [`Forwarder::send`] to `node`.
+    pub async fn send_to(
+        &self,
+        node: &Node,
+        proto: ProtocolVersion,
+        db: i64,
+        bytes: Bytes,
+        count: usize,
+    ) -> Result<Vec<Bytes>, Error> {
+        let shared = self.shared(node, proto, db).await?;
         self.metrics.backend_requests.inc();
         let replies = match self.timeout {
             Some(limit) => match tokio::time::timeout(limit, shared.send(bytes, count)).await {
@@ -164,8 +263,8 @@ impl Forwarder {
         replies
     }
 
-    async fn shared(&self, proto: ProtocolVersion, db: i64) -> Result<Shared, Error> {
-        let key = (proto == ProtocolVersion::RESP3, db);
+    async fn shared(&self, node: &Node, proto: ProtocolVersion, db: i64) -> Result<Shared, Error> {
+        let key = (node.clone(), proto == ProtocolVersion::RESP3, db);
         if let Some(shared) = self.shared.lock().get(&key).filter(|s| s.is_alive()) {
             return Ok(shared.clone());
         }
@@ -173,7 +272,8 @@ impl Forwarder {
         if let Some(shared) = self.shared.lock().get(&key).filter(|s| s.is_alive()) {
             return Ok(shared.clone());
         }
-        let (mut link, server) = self.target.connect(proto, db, "redis-proxy:shared").await?;
+        let target = self.targets.get(node)?;
+        let (mut link, server) = target.connect(proto, db, "redis-proxy:shared").await?;
         // The table may differ after Redis restarted (an upgrade, a module
         // loaded): read it again on every new connection.
         let reply = link.call(&[b"COMMAND"]).await?;
@@ -192,26 +292,34 @@ impl Forwarder {
 
     /// Checks that database `db` exists, by opening its shared connection.
     pub async fn check_db(&self, proto: ProtocolVersion, db: i64) -> Result<(), Error> {
-        self.shared(proto, db).await.map(drop)
+        self.shared(&self.default_node(), proto, db).await.map(drop)
     }
 
     /// A connection of the client's own, in `proto` on `db`; an error past
     /// `--max-pinned-connections`.
     pub async fn pin(&self, proto: ProtocolVersion, db: i64) -> Result<Pinned, Error> {
+        self.pin_to(&self.default_node(), proto, db).await
+    }
+
+    /// [`Forwarder::pin`] to `node`.
+    pub async fn pin_to(&self, node: &Node, proto: ProtocolVersion, db: i64) -> Result<Pinned, Error> {
         let Ok(permit) = self.pins.clone().try_acquire_owned() else {
             return Err(Error::redis(
                 "ERR",
                 "max pinned connections reached (--max-pinned-connections)",
             ));
         };
-        let key = (proto == ProtocolVersion::RESP3, db);
+        let key = (node.clone(), proto == ProtocolVersion::RESP3, db);
         let idle = self.idle.lock().get_mut(&key).and_then(Vec::pop);
         let link = match idle {
             Some(link) => {
                 self.metrics.backend_connections("idle").dec();
                 link
             }
-            None => self.target.connect(proto, db, "redis-proxy:pinned").await?.0,
+            None => {
+                let target = self.targets.get(node)?;
+                target.connect(proto, db, "redis-proxy:pinned").await?.0
+            }
         };
         Ok(Pinned::new(link, permit, key, &self.metrics))
     }

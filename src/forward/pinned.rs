@@ -37,12 +37,17 @@ impl Pinned {
 
     /// The database it is on.
     pub fn db(&self) -> i64 {
-        self.key.1
+        self.key.2
+    }
+
+    /// The Redis it goes to.
+    pub fn node(&self) -> &super::Node {
+        &self.key.0
     }
 
     /// The client SELECTed another database on it.
     pub fn set_db(&mut self, db: i64) {
-        self.key.1 = db;
+        self.key.2 = db;
     }
 
     fn link(&mut self) -> &mut Link {
@@ -62,7 +67,7 @@ impl Pinned {
 
     pub(super) fn into_parts(mut self) -> (Link, Key) {
         let link = self.link.take().expect("given back once");
-        (link, self.key)
+        (link, self.key.clone())
     }
 }
 

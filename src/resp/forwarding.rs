@@ -30,7 +30,7 @@ use super::{Then, refused};
 use crate::commands::{Class, Table};
 use crate::config::Invalidation;
 use crate::error::Error;
-use crate::forward::{Pinned, pack, reply};
+use crate::forward::{Pinned, pack, reply, route};
 use crate::metrics::Outcome;
 
 /// A client's own backend connection and why it is held.
@@ -473,8 +473,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let mut packed = BytesMut::new();
         let mut labels = Vec::new();
         let mut effect: Option<Effect> = None;
+        // In front of a cluster: where each command goes.
+        let map = self.app.forwarder.topology().map(|t| t.map());
+        let mut plans = Vec::new();
         let mut take = |args: &[Bytes], class: &Class<'_>| {
-            pack(args, &mut packed);
+            match &map {
+                Some(map) => plans.push(route::plan(args, class, map)),
+                None => pack(args, &mut packed),
+            }
             labels.push(label(class));
             if class.write {
                 effect.get_or_insert_with(Effect::default).add(class, args);
@@ -498,11 +504,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let forwarder = self.app.forwarder.clone();
         let (proto, db) = (self.session.protocol(), self.session.db);
         let send = async move {
-            let replies = forwarder.send(proto, db, packed.freeze(), count).await;
+            let replies: Vec<Result<Bytes, Error>> = if plans.is_empty() {
+                match forwarder.send(proto, db, packed.freeze(), count).await {
+                    Ok(replies) => replies.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e); count],
+                }
+            } else {
+                forwarder.run_plans(proto, &plans).await
+            };
             if let Some(effect) = effect {
                 forwarder.after_write(effect.keys, effect.swapdb).await;
             }
-            replies
+            Ok::<_, Error>(replies)
         };
         // Without tracking, a write's bookkeeping must finish even if its
         // client hangs up (with tracking, Redis's own invalidation would
@@ -517,13 +530,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         match replies {
             Ok(replies) => {
                 let took = start.elapsed();
-                for (reply, label) in replies.iter().zip(&labels) {
-                    let ok = !reply::is_error(reply);
-                    self.app.metrics.command(label, if ok { "ok" } else { "error" });
-                    self.output.put_raw(reply);
-                }
                 let mut outcomes = [0u64; Outcome::ALL.len()];
-                outcomes[Outcome::Ok as usize] = replies.len() as u64;
+                for (reply, label) in replies.iter().zip(&labels) {
+                    match reply {
+                        Ok(reply) => {
+                            let ok = !reply::is_error(reply);
+                            self.app.metrics.command(label, if ok { "ok" } else { "error" });
+                            self.output.put_raw(reply);
+                            outcomes[Outcome::Ok as usize] += 1;
+                        }
+                        Err(e) => {
+                            self.app.metrics.command(label, "backend_error");
+                            encode(&Reply::error(e.resp_line()), self.session.proto, &mut self.output);
+                            outcomes[Outcome::BackendError as usize] += 1;
+                        }
+                    }
+                }
                 self.app.resp_metrics.record_run(&outcomes, took);
                 Then::Continue
             }
