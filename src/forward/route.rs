@@ -111,7 +111,7 @@ pub fn plan(args: &[Bytes], class: &Class<'_>, map: &Map) -> Plan {
     }
     match map.owner(slot) {
         Some(node) => one(node),
-        None => Plan::Answer(Bytes::from(format!("-CLUSTERDOWN Hash slot not served\r\n"))),
+        None => Plan::Answer(Bytes::from_static(b"-CLUSTERDOWN Hash slot not served\r\n")),
     }
 }
 
@@ -193,7 +193,7 @@ pub fn merge(merge: &Merge, replies: &[Bytes]) -> Bytes {
             total.map_or_else(odd, |n| Bytes::from(format!(":{n}\r\n")))
         }
         Merge::Concat => {
-            let Some(all) = replies.iter().map(|r| elements(r)).collect::<Option<Vec<_>>>() else {
+            let Some(all) = replies.iter().map(elements).collect::<Option<Vec<_>>>() else {
                 return odd();
             };
             array(all.into_iter().flatten())
