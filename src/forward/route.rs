@@ -216,7 +216,7 @@ pub fn merge(merge: &Merge, replies: &[Bytes]) -> Bytes {
         Merge::Scan { index, masters } => {
             let Some([cursor, keys]) = replies
                 .first()
-                .and_then(|r| elements(r))
+                .and_then(elements)
                 .and_then(|e| <[Bytes; 2]>::try_from(e).ok())
             else {
                 return odd();
