@@ -178,3 +178,88 @@ fn forwarded_commands_are_routed_split_and_merged() {
     let v: i64 = redis::cmd("GET").arg(&keys[2]).query(&mut c).unwrap();
     assert_eq!(v, 4);
 }
+
+/// Transactions, WATCH and blocking commands run on the master of their
+/// keys; INFO is a standalone Redis's, with the masters' keyspace summed.
+#[test]
+fn pinned_states_follow_their_keys_master() {
+    let _one = serial();
+    let cluster = Cluster::start();
+    let proxy = Proxy::start_cluster(&cluster.seeds(), &["--allow-writes"]);
+    let keys = keys_on_each_master(&cluster);
+    let mut c = resp(&proxy);
+    for key in &keys {
+        // MULTI alone first (as redis-cli sends it), then keyed commands.
+        let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+        let q: String = redis::cmd("PING").query(&mut c).unwrap();
+        assert_eq!(q, "QUEUED");
+        let q: String = redis::cmd("INCR").arg(key).query(&mut c).unwrap();
+        assert_eq!(q, "QUEUED");
+        let q: String = redis::cmd("INCR")
+            .arg(format!("{{{key}}}:other"))
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(q, "QUEUED");
+        let (pong, a, b): (String, i64, i64) = redis::cmd("EXEC").query(&mut c).unwrap();
+        assert_eq!((pong.as_str(), a, b), ("PONG", 1, 1));
+    }
+    // A key of another master inside a transaction: CROSSSLOT, and EXEC
+    // aborts with nothing applied.
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: String = redis::cmd("SET").arg(&keys[0]).arg("x").query(&mut c).unwrap();
+    let e = redis::cmd("SET")
+        .arg(&keys[1])
+        .arg("x")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("CROSSSLOT"), "{e}");
+    let e = redis::cmd("EXEC").query::<()>(&mut c).unwrap_err();
+    assert_eq!(e.code(), Some("EXECABORT"), "{e}");
+    let v: i64 = redis::cmd("GET")
+        .arg(&keys[0])
+        .query(&mut cluster.client())
+        .unwrap();
+    assert_eq!(v, 1, "nothing applied");
+
+    // WATCH on the key's master: a change by another client aborts EXEC.
+    let _: () = redis::cmd("WATCH").arg(&keys[2]).query(&mut c).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&keys[2])
+        .arg(100)
+        .query(&mut cluster.client())
+        .unwrap();
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: String = redis::cmd("INCR").arg(&keys[2]).query(&mut c).unwrap();
+    let aborted: Option<Vec<i64>> = redis::cmd("EXEC").query(&mut c).unwrap();
+    assert_eq!(aborted, None);
+
+    // BLPOP on a list of a master other than the first.
+    let list = keys[1].clone() + ":list";
+    let port = proxy.resp;
+    let waiter = std::thread::spawn(move || {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/0"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let got: Option<(String, String)> = redis::cmd("BLPOP").arg(&list).arg(10).query(&mut c).unwrap();
+        got
+    });
+    wait_for("the BLPOP to block", || {
+        (proxy.metric("redis_proxy_pinned_connections") >= 1.0).then_some(())
+    });
+    let _: () = redis::cmd("RPUSH")
+        .arg(keys[1].clone() + ":list")
+        .arg("item")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(waiter.join().unwrap().map(|(_, v)| v).as_deref(), Some("item"));
+
+    let info: String = redis::cmd("INFO").query(&mut c).unwrap();
+    assert!(info.contains("cluster_enabled:0"), "{info}");
+    let keys_line = info.lines().find(|l| l.starts_with("db0:")).unwrap();
+    let dbsize: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert!(
+        keys_line.starts_with(&format!("db0:keys={dbsize},")),
+        "{keys_line} vs DBSIZE {dbsize}"
+    );
+}

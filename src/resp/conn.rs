@@ -48,6 +48,9 @@ pub(super) struct Conn<S> {
     pub(super) pending: VecDeque<Result<Command, Error>>,
     /// Whether the last reply from a pinned connection was not an error.
     pub(super) last_reply_ok: bool,
+    /// Times the current blocking command was sent again to a slot's new
+    /// master (in front of a cluster).
+    pub(super) redirects: u8,
     /// The `--max-parallel` slot held while commands are worked on.
     pub(super) slot: Option<OwnedSemaphorePermit>,
     /// A protocol error found after the pending commands.
@@ -87,6 +90,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(app: Arc<App>, stream: S, 
         run_found: Vec::new(),
         queued: VecDeque::new(),
         last_reply_ok: false,
+        redirects: 0,
         slot: None,
     };
     conn.run(shutdown).await;
@@ -362,7 +366,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// reads off the cached database or inside a transaction, WATCH or
     /// subscription, and what Redis must queue or answer in order there.
     fn to_redis(&self, command: &Command) -> bool {
-        let holds = self.session.pin.as_ref().is_some_and(|p| p.holds_reads());
+        let holds =
+            self.session.pin.as_ref().is_some_and(|p| p.holds_reads()) || self.session.queued.is_some();
         match command {
             Command::Get(_) | Command::Mget(_) => !self.session.reads_cache(&self.app),
             Command::Ping(_) | Command::Echo(_) | Command::Info(_) => holds,
@@ -374,7 +379,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Connection commands refused inside a transaction or subscription
     /// (their effect would be the proxy's, not queued by Redis).
     fn pinned_refuses(&self, command: &Command) -> bool {
-        let holds = self.session.pin.as_ref().is_some_and(|p| p.holds_reads());
+        let holds =
+            self.session.pin.as_ref().is_some_and(|p| p.holds_reads()) || self.session.queued.is_some();
         holds
             && matches!(
                 command,
@@ -415,6 +421,7 @@ impl Session {
             name: None,
             db: app.forwarder.default_db(),
             pin: None,
+            queued: None,
         }
     }
 }

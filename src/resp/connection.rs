@@ -35,6 +35,7 @@ pub async fn select(app: &App, session: &mut Session, db: &[u8]) -> Answer {
 /// `RESET`: as a new connection (its pinned connection closed).
 pub fn reset(app: &App, session: &mut Session) -> Answer {
     session.pin = None;
+    session.queued = None;
     session.proto = Proto::Resp2;
     session.db = app.forwarder.default_db();
     session.name = None;

@@ -26,11 +26,12 @@ use super::command::Command;
 use super::conn::Conn;
 use super::data::disabled;
 use super::encode::{Reply, encode};
-use super::{Then, refused};
+use super::{Then, ok, refused};
+use crate::cluster::slot_of;
 use crate::commands::{Class, Table};
 use crate::config::Invalidation;
 use crate::error::Error;
-use crate::forward::{Pinned, pack, reply, route};
+use crate::forward::{Node, Pinned, pack, reply, route};
 use crate::metrics::Outcome;
 
 /// A client's own backend connection and why it is held.
@@ -94,6 +95,16 @@ impl Effect {
             (all, _) => *all = None,
         }
     }
+}
+
+/// In front of a cluster: a MULTI whose master is not known yet. The
+/// commands without keys queued since are sent, after MULTI, to the master
+/// of the first keyed command (or any master at EXEC).
+#[derive(Default)]
+pub struct Queued {
+    commands: Vec<Vec<Bytes>>,
+    /// A command was refused while queuing: EXEC aborts.
+    dirty: bool,
 }
 
 /// Subscriptions, as sent (Redis runs commands in order, so what was sent
@@ -195,7 +206,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if let Some(multi) = self.session.pin.as_mut().and_then(|p| p.multi.as_mut()) {
                 multi.dirty = true;
             }
+            if let Some(queued) = self.session.queued.as_mut() {
+                queued.dirty = true;
+            }
             return self.answer_refusal(&e, &label, start);
+        }
+        if self.session.queued.is_some()
+            && let Some(then) = self.cluster_multi(&args, &class, &label, start).await
+        {
+            return then;
         }
         if self.session.pin.as_ref().is_some_and(Pin::streaming) {
             return self.stream(args, &class).await;
@@ -203,6 +222,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let name = class.info.map_or("", |i| i.name.as_str());
         let in_multi = self.session.pin.as_ref().is_some_and(|p| p.multi.is_some());
         let kind = kind_of(name, &class);
+        if in_multi && let Some(e) = self.other_master(&args, &class) {
+            // The transaction's master does not serve this key.
+            self.session.pin.as_mut().map(Pin::refused_in_multi);
+            return self.answer_refusal(&e, &label, start);
+        }
+        if kind == Kind::Multi && self.session.pin.is_none() && self.app.forwarder.topology().is_some() {
+            // Its master is the first key's: known later.
+            self.session.queued = Some(Queued::default());
+            self.app.metrics.command(&label, "ok");
+            return self.reply(ok(Reply::ok()), start);
+        }
         match kind {
             Kind::Exec if in_multi => return self.exec(args, &label, start).await,
             Kind::Discard if in_multi => {
@@ -227,7 +257,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return self.on_pinned(args, &label, start, false).await;
             }
             Kind::Multi | Kind::Watch | Kind::Subscribe | Kind::Wait | Kind::Blocking => {
-                if let Err(e) = self.pin().await {
+                if let Err(e) = self.pin(&args, &class).await {
                     tracing::debug!(target: "resp", command = %label, error = %e, "refused");
                     return self.answer_refusal(&e, &label, start);
                 }
@@ -337,15 +367,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.reply(answer, start)
     }
 
-    /// Takes a pinned connection if the client has none.
-    async fn pin(&mut self) -> Result<(), Error> {
+    /// Takes a pinned connection if the client has none: in front of a
+    /// cluster, to the master of the command's keys.
+    async fn pin(&mut self, args: &[Bytes], class: &Class<'_>) -> Result<(), Error> {
         if self.session.pin.is_some() {
             return Ok(());
         }
-        let conn = self
-            .app
-            .forwarder
-            .pin(self.session.protocol(), self.session.db)
+        let node = self.master_of(args, class)?;
+        self.pin_to(node).await
+    }
+
+    async fn pin_to(&mut self, node: Option<Node>) -> Result<(), Error> {
+        let forwarder = &self.app.forwarder;
+        let node = node.unwrap_or_else(|| forwarder.default_node());
+        let conn = forwarder
+            .pin_to(&node, self.session.protocol(), self.session.db)
             .await?;
         self.session.pin = Some(Pin {
             conn,
@@ -355,6 +391,132 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             subs: None,
         });
         Ok(())
+    }
+
+    /// In front of a cluster, the master serving the command's keys (None:
+    /// no keys, or not a cluster); keys of different slots are Redis's own
+    /// CROSSSLOT error.
+    fn master_of(&self, args: &[Bytes], class: &Class<'_>) -> Result<Option<Node>, Error> {
+        let Some(topology) = self.app.forwarder.topology() else {
+            return Ok(None);
+        };
+        let Some(keys) = class.info.and_then(|i| i.keys(args)).filter(|k| !k.is_empty()) else {
+            return Ok(None);
+        };
+        let slot = slot_of(keys[0]);
+        if keys.iter().any(|k| slot_of(k) != slot) {
+            return Err(Error::redis(
+                "CROSSSLOT",
+                "Keys in request don't hash to the same slot",
+            ));
+        }
+        match topology.map().owner(slot) {
+            Some(node) => Ok(Some(Node::from(node.as_str()))),
+            None => Err(Error::redis("CLUSTERDOWN", "Hash slot not served")),
+        }
+    }
+
+    /// Inside a transaction on a cluster master: why the command cannot
+    /// join it (its keys are served by another master), if so.
+    fn other_master(&self, args: &[Bytes], class: &Class<'_>) -> Option<Error> {
+        let pin = self.session.pin.as_ref()?;
+        match self.master_of(args, class) {
+            Err(e) => Some(e),
+            Ok(Some(node)) if node != *pin.conn.node() => Some(Error::redis(
+                "CROSSSLOT",
+                "Keys in request don't hash to the same slot",
+            )),
+            Ok(_) => None,
+        }
+    }
+
+    /// A command while a MULTI waits for its master (see [`Queued`]):
+    /// None once the transaction has its connection (the command then goes
+    /// on as inside any transaction), else the answer.
+    async fn cluster_multi(
+        &mut self,
+        args: &[Bytes],
+        class: &Class<'_>,
+        label: &str,
+        start: Instant,
+    ) -> Option<Then> {
+        let name = class.info.map_or("", |i| i.name.as_str());
+        let keyed = class
+            .info
+            .and_then(|i| i.keys(args))
+            .is_some_and(|k| !k.is_empty());
+        match name {
+            "discard" => {
+                self.session.queued = None;
+                self.app.metrics.command(label, "ok");
+                return Some(self.reply(ok(Reply::ok()), start));
+            }
+            "multi" => {
+                let e = Error::redis("ERR", "MULTI calls can not be nested");
+                return Some(self.answer_refusal(&e, label, start));
+            }
+            "watch" => {
+                let e = Error::redis("ERR", "WATCH inside MULTI is not allowed");
+                return Some(self.answer_refusal(&e, label, start));
+            }
+            "exec" => {}
+            _ if !keyed => {
+                let queued = self.session.queued.as_mut()?;
+                queued.commands.push(args.to_vec());
+                self.app.metrics.command(label, "ok");
+                return Some(self.reply(ok(Reply::simple("QUEUED")), start));
+            }
+            _ => {}
+        }
+        let queued = self.session.queued.take()?;
+        let node = match self.master_of(args, class) {
+            Ok(node) => node,
+            Err(e) => {
+                self.session.queued = Some(Queued {
+                    dirty: true,
+                    ..queued
+                });
+                return Some(self.answer_refusal(&e, label, start));
+            }
+        };
+        if let Err(e) = self.pin_to(node).await {
+            self.app.metrics.command(label, "refused");
+            return Some(self.answer_refusal(&e, label, start));
+        }
+        // MULTI and what was queued, their replies (+OK, +QUEUED) already
+        // given by the proxy.
+        let table = self.app.forwarder.table_now();
+        let mut multi = Multi {
+            dirty: queued.dirty,
+            effect: None,
+        };
+        let mut packed = BytesMut::new();
+        pack(&[&b"MULTI"[..]], &mut packed);
+        for command in &queued.commands {
+            pack(command, &mut packed);
+            if let Some(table) = &table {
+                let class = table.classify(command);
+                if class.write {
+                    multi
+                        .effect
+                        .get_or_insert_with(Effect::default)
+                        .add(&class, command);
+                }
+            }
+        }
+        let pin = self.session.pin.as_mut()?;
+        let mut sent = pin.conn.send(&packed).await;
+        for _ in 0..=queued.commands.len() {
+            if sent.is_ok() {
+                sent = pin.conn.reply().await.map(drop);
+            }
+        }
+        if let Err(e) = sent {
+            self.session.pin = None;
+            return Some(self.answer_refusal(&e, label, start));
+        }
+        pin.multi = Some(multi);
+        None
     }
 
     /// Gives the pinned connection back once nothing needs it.
@@ -372,6 +534,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn on_pinned(&mut self, args: Vec<Bytes>, label: &str, start: Instant, blocking: bool) -> Then {
         let mut packed = BytesMut::new();
         pack(&args, &mut packed);
+        let resend = (blocking && self.app.forwarder.topology().is_some()).then(|| args.clone());
         let timeout = if blocking {
             None
         } else {
@@ -408,6 +571,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         }
         .await;
+        // In front of a cluster: the slot moved while the connection was
+        // pinned. Its state (a transaction, WATCH) is dropped with it; a
+        // blocking command is sent again to the slot's new master.
+        if let Ok(reply) = &result
+            && let Some((_, node)) = route::redirected(reply)
+        {
+            self.session.pin = None;
+            if let Some(topology) = self.app.forwarder.topology() {
+                topology.refresh_soon();
+            }
+            if let Some(args) = resend
+                && self.redirects < 3
+            {
+                self.redirects += 1;
+                let then = match self.pin_to(Some(Node::from(node.as_str()))).await {
+                    Ok(()) => Box::pin(self.on_pinned(args, label, start, blocking)).await,
+                    Err(e) => self.answer_refusal(&e, label, start),
+                };
+                self.redirects = 0;
+                return then;
+            }
+            self.last_reply_ok = false;
+            self.app.metrics.command(label, "error");
+            let e = Error::redis(
+                "ERR",
+                "the key's slot moved to another master meanwhile (a transaction or WATCH on it is discarded); try again",
+            );
+            return self.reply(refused(&e), start);
+        }
         match result {
             Ok(reply) => {
                 self.last_reply_ok = !reply::is_error(&reply);

@@ -44,6 +44,30 @@ pub async fn info(app: &App, session: &Session, sections: &[Bytes]) -> Answer {
         }
         other => return refused(&Error::Reply(format!("INFO answered {other:?}").into())),
     };
+    if let Some(topology) = app.forwarder.topology() {
+        // To clients the proxy is a standalone Redis.
+        text = text.replace("cluster_enabled:1", "cluster_enabled:0");
+        if text.contains("# Keyspace") {
+            let masters = topology.map().masters().to_vec();
+            let mut all = Vec::new();
+            for master in masters {
+                let mut packed = BytesMut::new();
+                pack(&[&b"INFO"[..], b"keyspace"], &mut packed);
+                let node = crate::forward::Node::from(master.as_str());
+                match app
+                    .forwarder
+                    .send_to(&node, session.protocol(), 0, packed.freeze(), 1)
+                    .await
+                {
+                    Ok(replies) => {
+                        all.extend(replies.iter().map(|r| String::from_utf8_lossy(r).into_owned()))
+                    }
+                    Err(e) => return refused(&e),
+                }
+            }
+            text = with_keyspace(&text, &summed_keyspace(&all));
+        }
+    }
     let wanted = |name: &str| {
         sections.is_empty()
             || sections.iter().any(|s| {
@@ -96,4 +120,81 @@ fn proxy_section(app: &App) -> String {
         out.push_str(&format!("{name}:{value}\r\n"));
     }
     out
+}
+
+/// The `dbN:keys=…,expires=…,avg_ttl=…` lines of several masters' INFO
+/// keyspace replies, added up (avg_ttl weighted by expires).
+fn summed_keyspace(replies: &[String]) -> String {
+    let mut dbs: std::collections::BTreeMap<u32, (u64, u64, u128)> = Default::default();
+    for reply in replies {
+        for line in reply.lines() {
+            let Some((db, fields)) = line.trim().split_once(':') else {
+                continue;
+            };
+            let Some(n) = db.strip_prefix("db").and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            let field = |name: &str| {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(name)?.strip_prefix('=')?.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let (keys, expires, ttl) = (field("keys"), field("expires"), field("avg_ttl"));
+            let e = dbs.entry(n).or_default();
+            e.0 += keys;
+            e.1 += expires;
+            e.2 += ttl as u128 * expires as u128;
+        }
+    }
+    dbs.into_iter()
+        .map(|(n, (keys, expires, ttl))| {
+            let avg = if expires == 0 { 0 } else { ttl / expires as u128 };
+            format!("db{n}:keys={keys},expires={expires},avg_ttl={avg}\r\n")
+        })
+        .collect()
+}
+
+/// `info` with its Keyspace section's lines replaced by `keyspace`.
+fn with_keyspace(info: &str, keyspace: &str) -> String {
+    let Some(at) = info.find("# Keyspace") else {
+        return info.to_string();
+    };
+    let body = at + info[at..].find('\n').map_or(info.len() - at, |i| i + 1);
+    let end = info[body..].find("\r\n\r\n").map_or(info.len(), |i| body + i + 2);
+    let end = if info[body..].starts_with("\r\n") {
+        body
+    } else {
+        end
+    };
+    format!("{}{}{}", &info[..body], keyspace, &info[end..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyspaces_add_up() {
+        let a = "# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=1000\r\n".to_string();
+        let b = "# Keyspace\r\ndb0:keys=2,expires=1,avg_ttl=3000\r\n".to_string();
+        let c = "# Keyspace\r\n".to_string();
+        let sum = summed_keyspace(&[a, b, c]);
+        assert_eq!(sum, "db0:keys=5,expires=2,avg_ttl=2000\r\n");
+        let info = "# Server\r\nx:1\r\n\r\n# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=1000\r\n";
+        assert_eq!(
+            with_keyspace(info, &sum),
+            "# Server\r\nx:1\r\n\r\n# Keyspace\r\ndb0:keys=5,expires=2,avg_ttl=2000\r\n"
+        );
+        let then = "# Keyspace\r\ndb0:keys=3\r\n\r\n# Proxy\r\n";
+        assert_eq!(
+            with_keyspace(then, "db0:keys=9\r\n"),
+            "# Keyspace\r\ndb0:keys=9\r\n\r\n# Proxy\r\n"
+        );
+        let empty = "# Keyspace\r\n";
+        assert_eq!(
+            with_keyspace(empty, "db0:keys=1\r\n"),
+            "# Keyspace\r\ndb0:keys=1\r\n"
+        );
+    }
 }

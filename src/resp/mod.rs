@@ -40,6 +40,9 @@ struct Session {
     db: i64,
     /// A backend connection of this client's own, while it needs one.
     pin: Option<forwarding::Pin>,
+    /// In front of a cluster, a transaction whose master is not known yet
+    /// (no keyed command since MULTI): what it queued meanwhile.
+    queued: Option<forwarding::Queued>,
 }
 
 impl Session {
@@ -50,6 +53,7 @@ impl Session {
         self.authed
             && self.db == app.forwarder.default_db()
             && self.pin.as_ref().is_none_or(|p| !p.holds_reads())
+            && self.queued.is_none()
     }
 
     fn protocol(&self) -> redis::ProtocolVersion {

@@ -5,7 +5,14 @@
 use std::process::Command;
 use std::time::Duration;
 
-use super::redis_server::{RedisServer, free_port, wait_for};
+use super::redis_server::{RedisServer, free_port, wait_up_to};
+
+/// How long the cluster may take to converge (a busy machine).
+const CONVERGE: Duration = Duration::from_secs(90);
+
+fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    wait_up_to(CONVERGE, what, f)
+}
 
 pub const NODE_TIMEOUT_MS: u64 = 2000;
 
@@ -23,6 +30,9 @@ impl Cluster {
                     &[
                         "--cluster-enabled".into(),
                         "yes".into(),
+                        // Its bus on a port checked free too (not port + 10000).
+                        "--cluster-port".into(),
+                        free_port().to_string(),
                         "--cluster-config-file".into(),
                         format!("nodes-{port}.conf"),
                         "--cluster-node-timeout".into(),
