@@ -152,6 +152,42 @@ impl Cluster {
             .unwrap()
     }
 
+    /// The node's id (`CLUSTER MYID`).
+    pub fn node_id(&self, i: usize) -> String {
+        info(&self.nodes[i], &["CLUSTER", "MYID"]).trim().to_string()
+    }
+
+    /// The node replicating master `i`.
+    pub fn replica_of(&self, i: usize) -> usize {
+        let id = self.node_id(i);
+        wait_for("the master's replica", || {
+            (0..self.nodes.len()).find(|&r| {
+                r != i && ping(&self.nodes[r]) && {
+                    let role = role(&self.nodes[r]);
+                    role.first().map(String::as_str) == Some("slave")
+                        && info(&self.nodes[r], &["CLUSTER", "MYID"]) != id
+                        && master_id_of(&self.nodes[r]) == id
+                }
+            })
+        })
+    }
+
+    /// Waits until node `i` says it is a master serving slots.
+    pub fn wait_master(&self, i: usize) {
+        wait_for("the replica to become master", || {
+            (ping(&self.nodes[i]) && self.masters().contains(&i)).then_some(())
+        });
+    }
+
+    /// `kill -<sig>` to node `i`'s redis-server.
+    pub fn signal(&self, i: usize, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.nodes[i].pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
     /// `redis-cli --cluster <args…>` against the first node up.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
@@ -227,4 +263,32 @@ fn slots_view(n: &RedisServer) -> String {
         .collect();
     parts.sort();
     parts.join(",")
+}
+
+/// ROLE's reply as strings (its first fields).
+fn role(n: &RedisServer) -> Vec<String> {
+    let Ok(mut c) = redis::Client::open(n.url()).unwrap().get_connection() else {
+        return Vec::new();
+    };
+    match redis::cmd("ROLE").query::<redis::Value>(&mut c) {
+        Ok(redis::Value::Array(v)) => v
+            .iter()
+            .map(|f| match f {
+                redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The id of the master a replica follows, from CLUSTER NODES' `myself` line.
+fn master_id_of(n: &RedisServer) -> String {
+    let nodes = info(n, &["CLUSTER", "NODES"]);
+    nodes
+        .lines()
+        .find(|l| l.contains("myself"))
+        .and_then(|l| l.split(' ').nth(3))
+        .unwrap_or("")
+        .to_string()
 }
