@@ -2,7 +2,9 @@
 # `make bench`: installs what the side-by-side run needs (redis, wrk,
 # twemproxy, webdis; a virtualenv for the Flask replica is made by run.py),
 # builds the proxy in release mode and runs bench/run.py, which writes
-# bench/results/latest.md. BENCH_QUICK=1 for a short run.
+# bench/results/latest.md, then bench/scale_out.py (a Redis Cluster behind
+# the proxy, and two proxies), which writes bench/results/scale_out.md.
+# BENCH_QUICK=1 for a short run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -17,4 +19,6 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 cargo build --release --quiet
-exec python3 bench/run.py
+python3 bench/run.py
+# Redis Cluster rows and the across-proxies delay: bench/results/scale_out.md
+exec python3 bench/scale_out.py

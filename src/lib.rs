@@ -28,14 +28,20 @@
 //!   configuration; the `--max-parallel` slot; the password check; the one
 //!   classification of a request's outcome
 //! - [`forward`]: every command that is not a cached read: shared
-//!   connections per protocol and database, pinned connections, raw
+//!   connections per Redis, protocol and database, pinned connections, raw
 //!   replies ([`forward::reply`]), read-your-writes
-//!   ([`forward::Forwarder::after_write`])
+//!   ([`forward::Forwarder::after_write`]); in front of a cluster, where
+//!   each command goes and how split replies are merged
+//!   ([`forward::route`], pure)
 //! - [`commands`]: the command table, from Redis's `COMMAND` reply
 //!   (arity, flags, key positions); pure
-//! - [`lookup`]: the read path: cache → single flight → Redis → insert;
-//!   `flight` (single flight), [`lookup::generation`] (what keeps a stale
-//!   fetch out of the cache)
+//! - [`lookup`]: the read path: cache → single flight → Redis (one, or a
+//!   cluster's masters: [`lookup::Reads`]) → insert; `flight` (single
+//!   flight), [`lookup::generation`] (what keeps a stale fetch out of the
+//!   cache), [`lookup::lease`] (how long a silent Redis is trusted)
+//! - [`cluster`]: Redis Cluster: the slot map ([`cluster::Map`], pure),
+//!   hash slots, the seeds, and [`cluster::Cluster`] (the map kept fresh,
+//!   a tracked backend per master, per-node coherence)
 //! - [`cache`]: the LRU+TTL store (`list` holds the index-linked lists)
 //! - [`backend`]: Redis: requests; `supervise` (the connection's life);
 //!   `tracking` (CLIENT TRACKING invalidations, and why they are race-free)

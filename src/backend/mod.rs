@@ -122,7 +122,8 @@ impl Backend {
         })
     }
 
-    /// A master of a cluster (see [`Backend::node`]).
+    /// A master of a cluster: its probe also asks ROLE and CLUSTER INFO,
+    /// and the process-wide gauges are the cluster's to set.
     pub fn as_cluster_node(mut self) -> Self {
         self.node = true;
         self

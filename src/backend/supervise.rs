@@ -318,11 +318,12 @@ impl Backend {
 
 impl Backend {
     /// A cluster master's probe, on its invalidation connection: ROLE and
-    /// CLUSTER INFO in one round trip. The lease is renewed only if the node
-    /// is still a master and its cluster is ok: a master cut off from the
-    /// rest of the cluster answers PING while its replica takes over. Any
-    /// other answer asks for the slot map to be read again. Answers PONG
-    /// for the health check when the connection works.
+    /// CLUSTER INFO in one round trip. Whether the node is still a master,
+    /// its cluster ok, and its `cluster_current_epoch` go to the node's
+    /// coherence, which renews its lease only if all hold and no other
+    /// master has seen a later epoch (a master cut off from the rest of the
+    /// cluster answers PING while its replica takes over). Answers PONG for
+    /// the health check when the connection works.
     async fn probe_node(
         &self,
         inval: &mut MultiplexedConnection,
@@ -335,17 +336,18 @@ impl Backend {
         let replies: Vec<Value> = pipe.query_async(inval).await?;
         let master = matches!(replies.first(), Some(Value::Array(role))
             if matches!(role.first(), Some(Value::BulkString(r)) if r == b"master"));
-        let ok = match replies.get(1) {
-            Some(Value::BulkString(text)) => text.windows(16).any(|w| w == b"cluster_state:ok"),
-            Some(Value::VerbatimString { text, .. }) => text.contains("cluster_state:ok"),
-            _ => false,
+        let info = match replies.get(1) {
+            Some(Value::BulkString(text)) => String::from_utf8_lossy(text).into_owned(),
+            Some(Value::VerbatimString { text, .. }) => text.clone(),
+            _ => String::new(),
         };
-        if master && ok {
-            if self.is_current(id) {
-                self.coherence.heard_from(sent);
-            }
-        } else {
-            self.coherence.probe_refused();
+        let ok = info.contains("cluster_state:ok");
+        let epoch = info
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster_current_epoch:"))
+            .and_then(|e| e.trim().parse().ok());
+        if self.is_current(id) {
+            self.coherence.node_probe(sent, master && ok, epoch);
         }
         Ok(Value::SimpleString("PONG".into()))
     }

@@ -64,9 +64,16 @@ pub trait Coherence: Send + Sync + 'static {
     fn heard_from_slots(&self, slots: &[u16], sent: std::time::Instant);
     /// In a cluster: [`Coherence::lost`] for the lease of `slots`.
     fn lost_slots(&self, slots: &[u16]);
-    /// The node's probe said it is not a master of a healthy cluster any
-    /// more: the slot map is worth reading again.
-    fn probe_refused(&self) {}
+    /// A cluster master's probe, sent at `sent`, was answered: `healthy` if
+    /// the node said it is a master and its cluster is ok, with the
+    /// node's `cluster_current_epoch`. Without a cluster to compare with,
+    /// a healthy answer is [`Coherence::heard_from`].
+    fn node_probe(&self, sent: std::time::Instant, healthy: bool, epoch: Option<u64>) {
+        let _ = epoch;
+        if healthy {
+            self.heard_from(sent);
+        }
+    }
 }
 
 impl Backend {

@@ -17,7 +17,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -44,6 +43,8 @@ const MAX_REDIRECTS: usize = 4;
 /// The slot map and the means to ask for a fresher one.
 pub struct Topology {
     map: RwLock<Arc<Map>>,
+    /// Each master's `cluster_current_epoch`, from its last probe.
+    epochs: Mutex<HashMap<Addr, u64>>,
     refresh: Notify,
     /// Counts the maps applied, for those waiting on a refresh.
     applied: watch::Sender<u64>,
@@ -83,8 +84,6 @@ pub struct Cluster {
     nodes: Mutex<HashMap<Addr, Node>>,
     coherence: Arc<dyn Coherence>,
     metrics: Arc<Metrics>,
-    /// Rotates the node asked first for the map.
-    asked: AtomicUsize,
 }
 
 impl Cluster {
@@ -105,13 +104,13 @@ impl Cluster {
             lease,
             topology: Arc::new(Topology {
                 map: RwLock::new(Arc::new(Map::default())),
+                epochs: Mutex::default(),
                 refresh: Notify::new(),
                 applied: watch::Sender::new(0),
             }),
             nodes: Mutex::default(),
             coherence,
             metrics,
-            asked: AtomicUsize::new(0),
         }
     }
 
@@ -191,35 +190,41 @@ impl Cluster {
         }
     }
 
-    /// `CLUSTER SLOTS` from the first node that answers: masters whose
-    /// backend is up first, the others and the seeds after, starting at a
-    /// different one each time.
+    /// The slot map as the most up-to-date node sees it: every known
+    /// master and seed is asked, at once, for `CLUSTER INFO` and `CLUSTER
+    /// SLOTS` in one round trip, and the map of the one with the highest
+    /// `cluster_current_epoch` wins. A master cut off from the cluster
+    /// still answers, with the map from before its replica took over;
+    /// asking it alone would hand its slots back to it.
     async fn read_map(&self) -> Result<Map, String> {
         let map = self.topology.map();
-        let nodes = self.backends();
-        let up = |a: &str| nodes.iter().any(|(n, b)| n == a && b.is_ready());
         let mut candidates: Vec<Addr> = map.masters().to_vec();
         for seed in &self.seeds.nodes {
             if !candidates.contains(seed) {
                 candidates.push(seed.clone());
             }
         }
-        let turn = self.asked.fetch_add(1, Ordering::Relaxed);
-        let n = candidates.len();
-        candidates.rotate_left(turn % n.max(1));
-        candidates.sort_by_key(|a| !up(a));
+        let asks = candidates
+            .iter()
+            .map(|addr| async move { (addr, self.ask_slots(addr).await) });
+        let mut best: Option<(u64, Map)> = None;
         let mut why = String::from("no node to ask");
-        for addr in candidates {
-            match self.ask_slots(&addr).await {
-                Ok(map) if !map.masters().is_empty() => return Ok(map),
+        for (addr, answer) in futures_util::future::join_all(asks).await {
+            match answer {
+                Ok((epoch, map)) if !map.masters().is_empty() => {
+                    if best.as_ref().is_none_or(|(e, _)| epoch > *e) {
+                        best = Some((epoch, map));
+                    }
+                }
                 Ok(_) => why = format!("{addr}: no slot is served"),
                 Err(e) => why = format!("{addr}: {e}"),
             }
         }
-        Err(why)
+        best.map(|(_, map)| map).ok_or(why)
     }
 
-    async fn ask_slots(&self, addr: &str) -> Result<Map, String> {
+    /// `CLUSTER INFO`'s current epoch and `CLUSTER SLOTS` from `addr`.
+    async fn ask_slots(&self, addr: &str) -> Result<(u64, Map), String> {
         let info = redis::IntoConnectionInfo::into_connection_info(self.seeds.url(addr))
             .map_err(|e| e.to_string())?;
         let client = match &self.tls {
@@ -234,17 +239,22 @@ impl Cluster {
             let mut conn = client
                 .get_multiplexed_async_connection_with_config(&config)
                 .await?;
-            redis::cmd("CLUSTER")
-                .arg("SLOTS")
-                .query_async::<Value>(&mut conn)
-                .await
+            let mut pipe = redis::pipe();
+            pipe.cmd("CLUSTER").arg("INFO").cmd("CLUSTER").arg("SLOTS");
+            pipe.query_async::<(String, Value)>(&mut conn).await
         };
-        let reply = tokio::time::timeout(self.timeout * 2, ask)
+        let (info, reply) = tokio::time::timeout(self.timeout * 2, ask)
             .await
             .map_err(|_| "timed out".to_string())?
             .map_err(|e| e.to_string())?;
+        let epoch = info
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster_current_epoch:"))
+            .and_then(|e| e.trim().parse().ok())
+            .unwrap_or(0);
         let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-        Map::from_cluster_slots(&reply, host.trim_start_matches('[').trim_end_matches(']'))
+        let map = Map::from_cluster_slots(&reply, host.trim_start_matches('[').trim_end_matches(']'))?;
+        Ok((epoch, map))
     }
 
     /// Makes `map` the one requests use: the slots whose master changed are
@@ -267,6 +277,10 @@ impl Cluster {
             }
         }
         let map = self.topology.map();
+        self.topology
+            .epochs
+            .lock()
+            .retain(|addr, _| map.masters().contains(addr));
         let mut nodes = self.nodes.lock();
         nodes.retain(|addr, node| {
             let keep = map.masters().contains(addr);
@@ -472,10 +486,35 @@ impl Coherence for NodeCoherence {
         self.inner.lost_slots(slots);
     }
 
-    fn probe_refused(&self) {
-        self.inner
-            .lost_slots(&self.topology.map.read().slots_of(&self.addr));
-        self.topology.refresh_soon();
+    /// Renews this master's lease only if it says it is a master of an ok
+    /// cluster and no other master has reported a later epoch: a failover
+    /// elsewhere (votes bump the voters' epoch) that this node has not
+    /// heard of means it may be cut off, its slots served by another
+    /// master. A later epoch than the others' revokes theirs at once; each
+    /// is renewed again when its own probe shows it caught up.
+    fn node_probe(&self, sent: Instant, healthy: bool, epoch: Option<u64>) {
+        let map = self.topology.map.read();
+        let mut epochs = self.topology.epochs.lock();
+        if let Some(epoch) = epoch {
+            let before = epochs.values().copied().max().unwrap_or(0);
+            epochs.insert(self.addr.clone(), epoch);
+            if epoch > before {
+                for (addr, &theirs) in epochs.iter() {
+                    if theirs < epoch {
+                        self.inner.lost_slots(&map.slots_of(addr));
+                    }
+                }
+            }
+        }
+        let latest = epochs.values().copied().max().unwrap_or(0);
+        let behind = epoch.is_none_or(|e| e < latest);
+        drop(epochs);
+        if healthy && !behind {
+            self.inner.heard_from_slots(&map.slots_of(&self.addr), sent);
+        } else {
+            self.inner.lost_slots(&map.slots_of(&self.addr));
+            self.topology.refresh_soon();
+        }
     }
 }
 

@@ -2,7 +2,11 @@
 //! same redis-server binary, `cluster-node-timeout` 2 s, created with
 //! `redis-cli --cluster create`, replicas in sync before it is handed over.
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::redis_server::{RedisServer, free_port, wait_up_to};
@@ -18,27 +22,53 @@ pub const NODE_TIMEOUT_MS: u64 = 2000;
 
 pub struct Cluster {
     pub nodes: Vec<RedisServer>,
+    /// With [`Cluster::start_relayed`]: the node cut off from the others.
+    cut: Option<Arc<Cut>>,
+}
+
+/// Which node's cluster bus is cut, shared by every node's bus relay.
+#[derive(Default)]
+struct Cut {
+    node: Mutex<Option<String>>,
+    stop: AtomicBool,
 }
 
 impl Cluster {
     pub fn start() -> Cluster {
+        Self::start_with(None)
+    }
+
+    /// A cluster whose nodes reach each other's bus through relays, so
+    /// that [`Cluster::cut_off`] can partition one node from the others
+    /// while its clients (the proxy) still reach it.
+    pub fn start_relayed() -> Cluster {
+        Self::start_with(Some(Arc::new(Cut::default())))
+    }
+
+    fn start_with(cut: Option<Arc<Cut>>) -> Cluster {
         let nodes: Vec<RedisServer> = (0..6)
             .map(|_| {
                 let port = free_port();
-                RedisServer::start_with(
-                    port,
-                    &[
-                        "--cluster-enabled".into(),
-                        "yes".into(),
-                        // Its bus on a port checked free too (not port + 10000).
-                        "--cluster-port".into(),
-                        free_port().to_string(),
-                        "--cluster-config-file".into(),
-                        format!("nodes-{port}.conf"),
-                        "--cluster-node-timeout".into(),
-                        NODE_TIMEOUT_MS.to_string(),
-                    ],
-                )
+                // Its bus on a port checked free too (not port + 10000).
+                let bus = free_port();
+                let mut args = vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-port".into(),
+                    bus.to_string(),
+                    "--cluster-config-file".into(),
+                    format!("nodes-{port}.conf"),
+                    "--cluster-node-timeout".into(),
+                    NODE_TIMEOUT_MS.to_string(),
+                ];
+                let owner = Arc::new(Mutex::new(String::new()));
+                if let Some(cut) = &cut {
+                    let relayed = bus_relay(bus, owner.clone(), cut.clone());
+                    args.extend(["--cluster-announce-bus-port".into(), relayed.to_string()]);
+                }
+                let node = RedisServer::start_with(port, &args);
+                *owner.lock().unwrap() = info(&node, &["CLUSTER", "MYID"]).trim().to_string();
+                node
             })
             .collect();
         let mut create = Command::new("redis-cli");
@@ -56,9 +86,16 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let cluster = Cluster { nodes };
+        let cluster = Cluster { nodes, cut };
         cluster.wait_healthy();
         cluster
+    }
+
+    /// Cuts node `i` off from every other node's bus (both ways; held, not
+    /// reset), or heals with None. Its clients still reach it.
+    pub fn cut_off(&self, i: Option<usize>) {
+        let cut = self.cut.as_ref().expect("a cluster started with start_relayed");
+        *cut.node.lock().unwrap() = i.map(|i| self.node_id(i));
     }
 
     /// Every node says `cluster_state:ok`, three masters each have their
@@ -291,4 +328,78 @@ fn master_id_of(n: &RedisServer) -> String {
         .and_then(|l| l.split(' ').nth(3))
         .unwrap_or("")
         .to_string()
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(cut) = &self.cut {
+            cut.stop.store(true, Ordering::SeqCst);
+            *cut.node.lock().unwrap() = None;
+        }
+    }
+}
+
+/// A relay in front of a node's cluster bus port: every connection to the
+/// node's bus comes through it. A connection is held still (not reset)
+/// while the cut node is the relay's node (traffic to it) or the node that
+/// opened the connection (traffic from it): a cluster-bus connection's
+/// first message names its sender at bytes 40..80 of its header.
+fn bus_relay(target: u16, owner: Arc<Mutex<String>>, cut: Arc<Cut>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bus relay bind");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            if cut.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let Ok(mut client) = client else { continue };
+            let (owner, cut) = (owner.clone(), cut.clone());
+            std::thread::spawn(move || {
+                let mut header = [0u8; 80];
+                if client.read_exact(&mut header).is_err() {
+                    return;
+                }
+                let sender = String::from_utf8_lossy(&header[40..80]).to_string();
+                let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    return;
+                };
+                if server.write_all(&header).is_err() {
+                    return;
+                }
+                let frozen = {
+                    let (owner, cut) = (owner.clone(), cut.clone());
+                    let sender = sender.clone();
+                    move || {
+                        let node = cut.node.lock().unwrap();
+                        !cut.stop.load(Ordering::Relaxed)
+                            && node
+                                .as_ref()
+                                .is_some_and(|n| *n == sender || *n == *owner.lock().unwrap())
+                    }
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let back = frozen.clone();
+                std::thread::spawn(move || pump(s2, c2, back));
+                pump(client, server, frozen);
+            });
+        }
+    });
+    port
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, frozen: impl Fn() -> bool) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while frozen() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
 }
