@@ -24,6 +24,14 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("starting the Tokio runtime");
+    if let (Some(seeds), Some(lease)) = (&config.redis_cluster, config.lease()) {
+        let tls = config.redis_tls().ok().flatten();
+        let checked = redis_proxy::cluster::check_lease(seeds, tls, lease, config.backend_timeout);
+        if let Err(e) = runtime.block_on(checked) {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    }
     match runtime.block_on(redis_proxy::server::run_until_signalled(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -47,6 +47,13 @@ fn resp(proxy: &Proxy) -> redis::Connection {
 fn reads_from_every_master_are_cached_and_kept_coherent() {
     let _one = serial();
     let cluster = Cluster::start();
+    // A lease as long as the node timeout (2 s) is refused at start.
+    let (code, stderr) = common::run_with(
+        &["--redis-cluster", &cluster.seeds(), "--tracking-lease", "2s"],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("cluster-node-timeout"), "{stderr}");
     let proxy = Proxy::start_cluster(&cluster.seeds(), &["--cache-ttl", "1h"]);
     let mut direct = cluster.client();
     let mut c = resp(&proxy);

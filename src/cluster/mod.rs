@@ -7,7 +7,7 @@ mod seeds;
 mod slot;
 mod topology;
 
-pub use runtime::{Cluster, Topology};
+pub use runtime::{Cluster, Topology, check_lease};
 pub use seeds::Seeds;
 pub use slot::{SLOTS, slot_of};
 pub use topology::{Addr, Map};

@@ -425,6 +425,55 @@ impl Cluster {
     }
 }
 
+/// At start: `--tracking-lease` must be shorter than the cluster's
+/// `cluster-node-timeout`, or a frozen master's cached values could still be
+/// served after its replica took over. Asked of the seeds with `CONFIG GET`
+/// where that command is allowed; a cluster that cannot be asked (down,
+/// or CONFIG refused) is let be, with a warning.
+pub async fn check_lease(
+    seeds: &Seeds,
+    tls: Option<redis::TlsCertificates>,
+    lease: Duration,
+    timeout: Duration,
+) -> Result<(), String> {
+    for addr in &seeds.nodes {
+        let Ok(info) = redis::IntoConnectionInfo::into_connection_info(seeds.url(addr)) else {
+            continue;
+        };
+        let client = match &tls {
+            Some(tls) => redis::Client::build_with_tls(info, tls.clone()),
+            None => redis::Client::open(info),
+        };
+        let Ok(client) = client else { continue };
+        let ask = async {
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("cluster-node-timeout")
+                .query_async::<Vec<String>>(&mut conn)
+                .await
+        };
+        let Ok(Ok(reply)) = tokio::time::timeout(timeout, ask).await else {
+            continue;
+        };
+        let Some(ms) = reply.get(1).and_then(|v| v.parse::<u64>().ok()) else {
+            continue;
+        };
+        let node_timeout = Duration::from_millis(ms);
+        if lease >= node_timeout {
+            return Err(format!(
+                "--tracking-lease {} must be shorter than the cluster's cluster-node-timeout ({}): a frozen \
+                 master's cached values would be served after its replica took over",
+                humantime::format_duration(lease),
+                humantime::format_duration(node_timeout)
+            ));
+        }
+        return Ok(());
+    }
+    tracing::warn!(target: "cluster", "could not read cluster-node-timeout from the seeds: --tracking-lease is not checked against it");
+    Ok(())
+}
+
 enum Redirect {
     Moved,
     Ask(Addr),
