@@ -111,6 +111,56 @@ fn a_watch_is_aborted_by_a_direct_write() {
     assert_eq!(ok(&mut c, &["GET", "w:k"]), bulk("3"));
 }
 
+/// Kills the proxy's pinned connections on Redis (as a failover or a
+/// network fault would).
+fn kill_pinned(redis: &RedisServer) {
+    let list = match redis.cmd(&["CLIENT", "LIST"]) {
+        Value::BulkString(b) => String::from_utf8(b).unwrap(),
+        Value::VerbatimString { text, .. } => text,
+        other => panic!("{other:?}"),
+    };
+    for line in list.lines().filter(|l| l.contains("name=redis-proxy:pinned")) {
+        let id = line.split(' ').find_map(|f| f.strip_prefix("id=")).unwrap();
+        redis.cmd(&["CLIENT", "KILL", "ID", id]);
+    }
+}
+
+/// A transaction whose pinned connection is lost goes on aborted: the
+/// commands after the loss are not run on their own, and EXEC aborts.
+/// A WATCH whose connection is lost makes the next transaction abort.
+#[test]
+fn a_lost_pinned_connection_never_lets_a_transaction_run_in_part() {
+    let (redis, proxy) = setup(&["--allow-writes"]);
+    let mut c = connect(proxy.resp);
+    ok(&mut c, &["MULTI"]);
+    assert_eq!(
+        ok(&mut c, &["SET", "t:k", "1"]),
+        Value::SimpleString("QUEUED".into())
+    );
+    kill_pinned(&redis);
+    let lost = err(&mut c, &["INCR", "t:k"]);
+    assert!(lost.contains("backend"), "{lost}");
+    assert_eq!(ok(&mut c, &["INCR", "t:k"]), Value::SimpleString("QUEUED".into()));
+    assert_eq!(ok(&mut c, &["GET", "t:k"]), Value::SimpleString("QUEUED".into()));
+    let aborted = err(&mut c, &["EXEC"]);
+    assert!(aborted.contains("Transaction discarded"), "{aborted}");
+    assert_eq!(redis.cmd(&["EXISTS", "t:k"]), Value::Int(0), "nothing applied");
+
+    ok(&mut c, &["WATCH", "t:w"]);
+    kill_pinned(&redis);
+    let lost = err(&mut c, &["GET", "t:w"]);
+    assert!(lost.contains("backend"), "{lost}");
+    ok(&mut c, &["MULTI"]);
+    ok(&mut c, &["SET", "t:w", "x"]);
+    let aborted = err(&mut c, &["EXEC"]);
+    assert!(aborted.contains("Transaction discarded"), "{aborted}");
+    assert_eq!(redis.cmd(&["EXISTS", "t:w"]), Value::Int(0), "nothing applied");
+    // And the client goes on.
+    ok(&mut c, &["MULTI"]);
+    ok(&mut c, &["SET", "t:w", "y"]);
+    assert_eq!(ok(&mut c, &["EXEC"]), Value::Array(vec![Value::Okay]));
+}
+
 #[test]
 fn discard_drops_what_was_queued() {
     let (redis, proxy) = setup(&["--allow-writes"]);

@@ -234,7 +234,9 @@ impl Backend {
     ///
     /// Returns the replies and whether they were read in a transaction.
     async fn read(&self, build: impl Fn(&mut redis::Pipeline)) -> Result<(Vec<Value>, bool), Error> {
-        let transactions = self.mode == Invalidation::Ttl;
+        // Not on a cluster node: a MOVED inside MULTI aborts the whole
+        // transaction, and the redirection would be lost in the abort.
+        let transactions = self.mode == Invalidation::Ttl && !self.node;
         self.round_trip(|mut conn, atomic| {
             let atomic = atomic && transactions;
             let mut pipe = redis::pipe();

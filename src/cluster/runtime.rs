@@ -378,10 +378,20 @@ impl Cluster {
                     match redirect(&answer) {
                         Some(Redirect::Moved) => moved.push(i),
                         Some(Redirect::Ask(addr)) => {
-                            out[i] = Some(match self.backend(&addr) {
+                            // Served, not cached: the slot is still the
+                            // old master's in the map (and under its
+                            // lease), so nothing would drop the key if the
+                            // importing node's connection were lost.
+                            let asked = match self.backend(&addr) {
                                 Some(b) => b.get_asking(&keys[i]).await,
                                 None => Err(Error::unavailable(format!("not connected to {addr}"))),
-                            });
+                            };
+                            out[i] = Some(asked.map(|f| {
+                                f.map(|f| Fetched {
+                                    pttl: Some(Duration::ZERO),
+                                    ..f
+                                })
+                            }));
                         }
                         None => out[i] = Some(answer),
                     }
@@ -409,7 +419,11 @@ impl Cluster {
         for _ in 0..MAX_REDIRECTS {
             let backend = self.backend_for(slot_of(key))?;
             let written = backend.set(key, value).await;
-            if let Some(Redirect::Moved | Redirect::Ask(_)) = redirect(&written) {
+            // Inside its MULTI a redirection shows as EXECABORT: nothing
+            // ran, so it is sent again after the map is read.
+            let aborted =
+                matches!(&written, Err(Error::Reply(e)) if e.contains("EXECABORT") || e.contains("MOVED"));
+            if aborted || redirect(&written).is_some() {
                 self.topology.refreshed(self.timeout).await;
                 continue;
             }
@@ -557,13 +571,15 @@ impl Coherence for NodeCoherence {
         }
         let latest = epochs.values().copied().max().unwrap_or(0);
         let behind = epoch.is_none_or(|e| e < latest);
-        drop(epochs);
+        // Still under the epochs' lock: a later epoch reported by another
+        // master meanwhile cannot revoke before this renews.
         if healthy && !behind {
             self.inner.heard_from_slots(&map.slots_of(&self.addr), sent);
         } else {
             self.inner.lost_slots(&map.slots_of(&self.addr));
             self.topology.refresh_soon();
         }
+        drop(epochs);
     }
 }
 

@@ -422,6 +422,7 @@ impl Session {
             db: app.forwarder.default_db(),
             pin: None,
             queued: None,
+            watch_lost: false,
         }
     }
 }

@@ -36,6 +36,7 @@ pub async fn select(app: &App, session: &mut Session, db: &[u8]) -> Answer {
 pub fn reset(app: &App, session: &mut Session) -> Answer {
     session.pin = None;
     session.queued = None;
+    session.watch_lost = false;
     session.proto = Proto::Resp2;
     session.db = app.forwarder.default_db();
     session.name = None;

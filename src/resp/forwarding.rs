@@ -227,6 +227,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             self.session.pin.as_mut().map(Pin::refused_in_multi);
             return self.answer_refusal(&e, &label, start);
         }
+        if kind == Kind::Multi && std::mem::take(&mut self.session.watch_lost) {
+            // The WATCH it follows was lost with its connection: what was
+            // watched may have changed unseen, so the transaction aborts.
+            if let Some(pin) = self.session.pin.take() {
+                self.app.forwarder.unpin(pin.conn, false);
+            }
+            self.session.queued = Some(Queued {
+                dirty: true,
+                ..Queued::default()
+            });
+            self.app.metrics.command(&label, "ok");
+            return self.reply(ok(Reply::ok()), start);
+        }
+        if kind == Kind::Unwatch {
+            self.session.watch_lost = false;
+        }
         if kind == Kind::Multi && self.session.pin.is_none() && self.app.forwarder.topology().is_some() {
             // Its master is the first key's: known later.
             self.session.queued = Some(Queued::default());
@@ -312,7 +328,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     pack(&[&b"PUBLISH"[..], b"__redis-proxy__:wait", b""], &mut packed);
                     let sent = pin.conn.send(&packed).await;
                     if sent.is_err() || pin.conn.reply().await.is_err() {
-                        self.session.pin = None;
+                        self.lose_pin();
                         return self.answer_refusal(
                             &Error::unavailable("pinned connection lost"),
                             &label,
@@ -321,6 +337,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     }
                 }
                 self.on_pinned(args, &label, start, true).await
+            }
+            // In front of a cluster, a command for another master than the
+            // one holding the client's WATCH or WAIT: on a shared
+            // connection (a blocking one cannot be: CROSSSLOT).
+            _ if self.session.pin.is_some() && self.pinned_elsewhere(&args, &class) => {
+                if kind == Kind::Blocking {
+                    let e = Error::redis("CROSSSLOT", "Keys in request don't hash to the same slot");
+                    return self.answer_refusal(&e, &label, start);
+                }
+                self.forward_batch(args, &table, start).await
             }
             // A blocking command, or anything while the client holds its
             // own connection (WATCH, WAIT).
@@ -459,8 +485,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 let e = Error::redis("ERR", "WATCH inside MULTI is not allowed");
                 return Some(self.answer_refusal(&e, label, start));
             }
+            "exec" if self.session.queued.as_ref().is_some_and(|q| q.dirty) => {
+                // Nothing of it was sent: it aborts here.
+                self.session.queued = None;
+                let e = Error::redis("EXECABORT", "Transaction discarded because of previous errors.");
+                self.app.metrics.command(label, "error");
+                return Some(self.reply(refused(&e), start));
+            }
             "exec" => {}
-            _ if !keyed => {
+            _ if !keyed || self.session.queued.as_ref().is_some_and(|q| q.dirty) => {
                 let queued = self.session.queued.as_mut()?;
                 queued.commands.push(args.to_vec());
                 self.app.metrics.command(label, "ok");
@@ -480,7 +513,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         };
         if let Err(e) = self.pin_to(node).await {
-            self.app.metrics.command(label, "refused");
+            self.session.queued = Some(Queued {
+                dirty: true,
+                ..queued
+            });
             return Some(self.answer_refusal(&e, label, start));
         }
         // MULTI and what was queued, their replies (+OK, +QUEUED) already
@@ -513,10 +549,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         if let Err(e) = sent {
             self.session.pin = None;
+            self.session.queued = Some(Queued {
+                dirty: true,
+                ..Queued::default()
+            });
             return Some(self.answer_refusal(&e, label, start));
         }
         pin.multi = Some(multi);
         None
+    }
+
+    /// The pinned connection is gone with whatever it held (lost, timed
+    /// out, or its slot moved). A transaction it carried goes on here as
+    /// one that must abort, so that no command after it runs outside it; a
+    /// WATCH it carried makes the next transaction abort.
+    fn lose_pin(&mut self) {
+        if let Some(pin) = self.session.pin.take() {
+            if pin.multi.is_some() {
+                self.session.queued = Some(Queued {
+                    dirty: true,
+                    ..Queued::default()
+                });
+            } else if pin.watching {
+                self.session.watch_lost = true;
+            }
+        }
+    }
+
+    /// In front of a cluster, outside a transaction: whether the command's
+    /// keys belong to another master than the one the client is pinned to.
+    fn pinned_elsewhere(&self, args: &[Bytes], class: &Class<'_>) -> bool {
+        let Some(pin) = self.session.pin.as_ref() else {
+            return false;
+        };
+        pin.multi.is_none()
+            && !pin.streaming()
+            && matches!(self.master_of(args, class), Ok(Some(node)) if node != *pin.conn.node())
     }
 
     /// Gives the pinned connection back once nothing needs it.
@@ -577,11 +645,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if let Ok(reply) = &result
             && let Some((_, node)) = route::redirected(reply)
         {
-            self.session.pin = None;
+            let held = self
+                .session
+                .pin
+                .as_ref()
+                .is_some_and(|p| p.multi.is_some() || p.watching);
+            self.lose_pin();
             if let Some(topology) = self.app.forwarder.topology() {
                 topology.refresh_soon();
             }
             if let Some(args) = resend
+                && !held
                 && self.redirects < 3
             {
                 self.redirects += 1;
@@ -618,7 +692,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             Err(e) => {
                 // A lost or timed-out connection's state is unknown: close
                 // it; its transaction, WATCH or subscriptions are gone.
-                self.session.pin = None;
+                self.lose_pin();
                 self.last_reply_ok = false;
                 self.app.metrics.command(label, "backend_error");
                 self.reply(refused(&e), start)

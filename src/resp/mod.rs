@@ -43,6 +43,9 @@ struct Session {
     /// In front of a cluster, a transaction whose master is not known yet
     /// (no keyed command since MULTI): what it queued meanwhile.
     queued: Option<forwarding::Queued>,
+    /// The connection holding this client's WATCH was lost: its next
+    /// transaction aborts.
+    watch_lost: bool,
 }
 
 impl Session {
