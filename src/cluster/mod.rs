@@ -3,11 +3,10 @@
 //! ([`Cluster`]).
 
 mod runtime;
-mod seeds;
 mod slot;
 mod topology;
 
+pub use crate::config::seeds::Seeds;
 pub use runtime::{Cluster, Topology, check_lease};
-pub use seeds::Seeds;
 pub use slot::{SLOTS, slot_of};
 pub use topology::{Addr, Map};

@@ -6,8 +6,7 @@ use redis::Value;
 
 use super::slot::SLOTS;
 
-/// A node's address as the cluster announces it: `host:port`.
-pub type Addr = String;
+pub use crate::config::seeds::{Addr, join};
 
 /// No master serves the slot.
 const NONE: u16 = u16::MAX;
@@ -130,15 +129,6 @@ fn node_addr(node: &Value, asked: &str) -> Result<Addr, String> {
         host
     };
     Ok(join(&host, port as u16))
-}
-
-/// `host:port`, with an IPv6 host in brackets.
-pub fn join(host: &str, port: u16) -> Addr {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
 }
 
 #[cfg(test)]

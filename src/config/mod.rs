@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+pub mod seeds;
+
 /// A caching read proxy in front of Redis.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "redis-proxy", version, about)]
@@ -22,7 +24,7 @@ pub struct Config {
     /// `redis[s]://[user:pass@]host:port[,host:port…]` or `host:port,…`.
     /// Clients still see a standalone Redis.
     #[arg(long, env = "REDIS_CLUSTER", value_parser = parse_seeds, conflicts_with = "redis_url")]
-    pub redis_cluster: Option<crate::cluster::Seeds>,
+    pub redis_cluster: Option<seeds::Seeds>,
 
     /// HTTP front end address, or `off`.
     #[arg(long, env = "HTTP_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
@@ -298,8 +300,8 @@ impl Config {
     }
 }
 
-fn parse_seeds(s: &str) -> Result<crate::cluster::Seeds, String> {
-    crate::cluster::Seeds::parse(s)
+fn parse_seeds(s: &str) -> Result<seeds::Seeds, String> {
+    seeds::Seeds::parse(s)
 }
 
 fn cores() -> usize {

@@ -1,7 +1,17 @@
 //! `--redis-cluster`: the seed nodes, and how to reach any node of the
 //! cluster with the same scheme, user and password.
 
-use super::topology::{Addr, join};
+/// A node's address as the cluster announces it: `host:port`.
+pub type Addr = String;
+
+/// `host:port`, with an IPv6 host in brackets.
+pub fn join(host: &str, port: u16) -> Addr {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seeds {
