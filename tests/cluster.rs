@@ -272,7 +272,17 @@ fn two_proxies_stay_coherent_through_resharding_and_failovers() {
     let second = Proxy::start_cluster(&cluster.seeds(), &args);
     let started = std::time::Instant::now();
     let mut log = |what: &str| eprintln!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
-    let report = faults::run(&mut cluster, &[&first, &second], 120, &mut log);
+    // `bench/cluster_coherence.sh` runs more rounds of the faults.
+    let rounds = std::env::var("CLUSTER_FAULT_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1);
+    let report = faults::run(&mut cluster, &[&first, &second], 120, rounds, &mut log);
+    eprintln!(
+        "{} faults in {:.0} s",
+        report.faults,
+        started.elapsed().as_secs_f64()
+    );
     for p in 0..2 {
         let stale = &report.stale[p];
         let pct = |q: f64| {

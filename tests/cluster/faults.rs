@@ -71,6 +71,9 @@ pub struct Report {
     /// Per proxy: reads sent after a write to the promoted replica was
     /// acknowledged that still got the value it replaced.
     pub stale_after_promotion: Vec<usize>,
+    /// Faults made: a reshard, a failover, a freeze, a kill and a FLUSHALL
+    /// per round.
+    pub faults: u64,
 }
 
 fn writer(run: &Run, cluster_urls: Vec<String>, keys: Vec<usize>) {
@@ -260,7 +263,13 @@ fn reader(run: &Run, p: usize, proxy: &Proxy, kind: u8, seed: u64) {
 }
 
 /// The run: `keys` keys, the faults in turn, then the reads checked.
-pub fn run(cluster: &mut Cluster, proxies: &[&Proxy], keys: usize, log: &mut dyn FnMut(&str)) -> Report {
+pub fn run(
+    cluster: &mut Cluster,
+    proxies: &[&Proxy],
+    keys: usize,
+    rounds: usize,
+    log: &mut dyn FnMut(&str),
+) -> Report {
     let run = Arc::new(Run {
         start: Instant::now(),
         names: (0..keys).map(|i| format!("c:{i}")).collect(),
@@ -281,8 +290,9 @@ pub fn run(cluster: &mut Cluster, proxies: &[&Proxy], keys: usize, log: &mut dyn
         lost_writes: AtomicU64::new(0),
     });
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
-    let mut old_after_freeze = Vec::new();
-    let mut stale_after_promotion = Vec::new();
+    let mut old_after_freeze = vec![None; proxies.len()];
+    let mut stale_after_promotion = vec![0; proxies.len()];
+    let faults = AtomicU64::new(0);
     let mut threads = Vec::new();
     const WRITERS: usize = 3;
     for w in 0..WRITERS {
@@ -299,168 +309,174 @@ pub fn run(cluster: &mut Cluster, proxies: &[&Proxy], keys: usize, log: &mut dyn
         }
         let settle = || std::thread::sleep(Duration::from_secs(2));
         settle();
-
-        // 1. Reshard: 1,000 slots from one master to another, keys moved
-        //    with MIGRATE, the slots handed over with SETSLOT (no
-        //    invalidation for that).
-        let masters = cluster.masters();
-        let id = |i: usize| cluster.node_id(i);
-        let (from, to) = (id(masters[0]), id(masters[1]));
-        log("resharding 1000 slots");
-        cluster.cli(&[
-            "reshard",
-            &format!("127.0.0.1:{}", cluster.nodes[masters[0]].port),
-            "--cluster-from",
-            &from,
-            "--cluster-to",
-            &to,
-            "--cluster-slots",
-            "1000",
-            "--cluster-yes",
-        ]);
-        cluster.wait_healthy();
-        settle();
-
-        // 2. A manual failover: a replica takes over its master.
-        let masters = cluster.masters();
-        let replica = cluster.replica_of(masters[2]);
-        log("manual failover");
-        cluster.nodes[replica].cmd(&["CLUSTER", "FAILOVER"]);
-        cluster.wait_master(replica);
-        cluster.wait_healthy();
-        settle();
-
-        // 3. A master frozen (SIGSTOP) until its replica is promoted. Keys
-        //    of its own, cached by both proxies before, are read through
-        //    both all along: the cached value must stop being served within
-        //    the lease, and once the promoted replica has taken a write,
-        //    never be served again.
-        let masters = cluster.masters();
-        let frozen = masters[0];
-        let replica = cluster.replica_of(frozen);
-        let watched: Vec<String> = (0..)
-            .map(|i| format!("f:{i}"))
-            .filter(|k| cluster.master_of(k) == frozen)
-            .take(8)
-            .collect();
-        for k in &watched {
-            let _: () = redis::cmd("SET")
-                .arg(k)
-                .arg("before")
-                .query(&mut cluster.nodes[frozen].conn())
-                .unwrap();
-            for proxy in proxies {
-                let mut c = redis::Client::open(format!("redis://127.0.0.1:{}/0", proxy.resp))
-                    .unwrap()
-                    .get_connection()
-                    .unwrap();
-                crate::common::wait_for("the key to be cached", || {
-                    let _: Option<String> = redis::cmd("GET").arg(k).query(&mut c).ok()?;
-                    (proxy.get(&format!("/get/{k}")).cache() == "HIT").then_some(())
-                });
+        for round in 0..rounds {
+            if rounds > 1 {
+                log(&format!("round {} of {rounds}", round + 1));
             }
-        }
-        let promoted = Mutex::new(None::<Instant>);
-        let watching = AtomicBool::new(true);
-        log("freezing a master");
-        let frozen_at = Instant::now();
-        cluster.signal(frozen, "STOP");
-        std::thread::scope(|w| {
-            let watchers: Vec<_> = proxies
-                .iter()
-                .map(|proxy| {
-                    let (watched, promoted, watching) = (&watched, &promoted, &watching);
-                    w.spawn(move || {
-                        let mut last_old = None;
-                        let mut stale_after = 0;
-                        let url = format!("redis://127.0.0.1:{}/0", proxy.resp);
-                        let mut c = None;
-                        while watching.load(Ordering::Relaxed) {
-                            for k in watched {
-                                if c.is_none() {
-                                    c = redis::Client::open(url.as_str())
-                                        .unwrap()
-                                        .get_connection_with_timeout(Duration::from_secs(5))
-                                        .ok();
-                                }
-                                let Some(conn) = c.as_mut() else { continue };
-                                let sent = Instant::now();
-                                let got: redis::RedisResult<Option<String>> =
-                                    redis::cmd("GET").arg(k).query(conn);
-                                match got {
-                                    Ok(Some(v)) if v == "before" => {
-                                        last_old = Some(sent - frozen_at);
-                                        if promoted.lock().unwrap().is_some_and(|at| sent > at) {
-                                            stale_after += 1;
-                                        }
-                                    }
-                                    Ok(_) => {}
-                                    Err(_) => c = None,
-                                }
-                            }
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
-                        (last_old, stale_after)
-                    })
-                })
-                .collect();
+
+            // 1. Reshard: 1,000 slots from one master to another, keys moved
+            //    with MIGRATE, the slots handed over with SETSLOT (no
+            //    invalidation for that).
+            let masters = cluster.masters();
+            let id = |i: usize| cluster.node_id(i);
+            let (from, to) = (id(masters[0]), id(masters[1]));
+            log("resharding 1000 slots");
+            cluster.cli(&[
+                "reshard",
+                &format!("127.0.0.1:{}", cluster.nodes[masters[0]].port),
+                "--cluster-from",
+                &from,
+                "--cluster-to",
+                &to,
+                "--cluster-slots",
+                "1000",
+                "--cluster-yes",
+            ]);
+            cluster.wait_healthy();
+            settle();
+
+            // 2. A manual failover: a replica takes over its master.
+            let masters = cluster.masters();
+            let replica = cluster.replica_of(masters[2]);
+            log("manual failover");
+            cluster.nodes[replica].cmd(&["CLUSTER", "FAILOVER"]);
             cluster.wait_master(replica);
-            log("replica promoted: writing to it");
+            cluster.wait_healthy();
+            settle();
+
+            // 3. A master frozen (SIGSTOP) until its replica is promoted. Keys
+            //    of its own, cached by both proxies before, are read through
+            //    both all along: the cached value must stop being served within
+            //    the lease, and once the promoted replica has taken a write,
+            //    never be served again.
+            let masters = cluster.masters();
+            let frozen = masters[0];
+            let replica = cluster.replica_of(frozen);
+            let watched: Vec<String> = (0..)
+                .map(|i| format!("f:{i}"))
+                .filter(|k| cluster.master_of(k) == frozen)
+                .take(8)
+                .collect();
             for k in &watched {
                 let _: () = redis::cmd("SET")
                     .arg(k)
-                    .arg("after")
-                    .query(&mut cluster.nodes[replica].conn())
+                    .arg("before")
+                    .query(&mut cluster.nodes[frozen].conn())
                     .unwrap();
-            }
-            *promoted.lock().unwrap() = Some(Instant::now());
-            std::thread::sleep(Duration::from_millis(1500));
-            watching.store(false, Ordering::Relaxed);
-            for w in watchers {
-                let (last_old, stale_after) = w.join().unwrap();
-                old_after_freeze.push(last_old);
-                stale_after_promotion.push(stale_after);
-            }
-        });
-        log("resuming the old master");
-        cluster.signal(frozen, "CONT");
-        cluster.wait_healthy();
-        settle();
-
-        // 4. A master killed (SIGKILL), restarted empty once its replica
-        //    took over: it comes back as a replica.
-        let masters = cluster.masters();
-        let killed = masters[1];
-        let replica = cluster.replica_of(killed);
-        log("killing a master");
-        cluster.nodes[killed].stop();
-        cluster.wait_master(replica);
-        cluster.nodes[killed].spawn();
-        cluster.wait_healthy();
-        settle();
-
-        // 5. FLUSHALL on every master, the writers held still.
-        log("FLUSHALL");
-        {
-            let _still = run.writes.write().unwrap();
-            let from = run.now();
-            for m in cluster.masters() {
-                cluster.nodes[m].cmd(&["FLUSHALL"]);
-            }
-            let until = run.now();
-            for h in &run.histories {
-                let mut h = h.lock().unwrap();
-                for s in h.iter_mut().filter(|s| s.until == OPEN) {
-                    s.until = until;
+                for proxy in proxies {
+                    let mut c = redis::Client::open(format!("redis://127.0.0.1:{}/0", proxy.resp))
+                        .unwrap()
+                        .get_connection()
+                        .unwrap();
+                    crate::common::wait_for("the key to be cached", || {
+                        let _: Option<String> = redis::cmd("GET").arg(k).query(&mut c).ok()?;
+                        (proxy.get(&format!("/get/{k}")).cache() == "HIT").then_some(())
+                    });
                 }
-                h.push(State {
-                    value: None,
-                    from,
-                    until: OPEN,
-                });
             }
+            let promoted = Mutex::new(None::<Instant>);
+            let watching = AtomicBool::new(true);
+            log("freezing a master");
+            let frozen_at = Instant::now();
+            cluster.signal(frozen, "STOP");
+            std::thread::scope(|w| {
+                let watchers: Vec<_> = proxies
+                    .iter()
+                    .map(|proxy| {
+                        let (watched, promoted, watching) = (&watched, &promoted, &watching);
+                        w.spawn(move || {
+                            let mut last_old = None;
+                            let mut stale_after = 0;
+                            let url = format!("redis://127.0.0.1:{}/0", proxy.resp);
+                            let mut c = None;
+                            while watching.load(Ordering::Relaxed) {
+                                for k in watched {
+                                    if c.is_none() {
+                                        c = redis::Client::open(url.as_str())
+                                            .unwrap()
+                                            .get_connection_with_timeout(Duration::from_secs(5))
+                                            .ok();
+                                    }
+                                    let Some(conn) = c.as_mut() else { continue };
+                                    let sent = Instant::now();
+                                    let got: redis::RedisResult<Option<String>> =
+                                        redis::cmd("GET").arg(k).query(conn);
+                                    match got {
+                                        Ok(Some(v)) if v == "before" => {
+                                            last_old = Some(sent - frozen_at);
+                                            if promoted.lock().unwrap().is_some_and(|at| sent > at) {
+                                                stale_after += 1;
+                                            }
+                                        }
+                                        Ok(_) => {}
+                                        Err(_) => c = None,
+                                    }
+                                }
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                            (last_old, stale_after)
+                        })
+                    })
+                    .collect();
+                cluster.wait_master(replica);
+                log("replica promoted: writing to it");
+                for k in &watched {
+                    let _: () = redis::cmd("SET")
+                        .arg(k)
+                        .arg("after")
+                        .query(&mut cluster.nodes[replica].conn())
+                        .unwrap();
+                }
+                *promoted.lock().unwrap() = Some(Instant::now());
+                std::thread::sleep(Duration::from_millis(1500));
+                watching.store(false, Ordering::Relaxed);
+                for (p, w) in watchers.into_iter().enumerate() {
+                    let (last_old, stale_after) = w.join().unwrap();
+                    old_after_freeze[p] = old_after_freeze[p].max(last_old);
+                    stale_after_promotion[p] += stale_after;
+                }
+            });
+            log("resuming the old master");
+            cluster.signal(frozen, "CONT");
+            cluster.wait_healthy();
+            settle();
+
+            // 4. A master killed (SIGKILL), restarted empty once its replica
+            //    took over: it comes back as a replica.
+            let masters = cluster.masters();
+            let killed = masters[1];
+            let replica = cluster.replica_of(killed);
+            log("killing a master");
+            cluster.nodes[killed].stop();
+            cluster.wait_master(replica);
+            cluster.nodes[killed].spawn();
+            cluster.wait_healthy();
+            settle();
+
+            // 5. FLUSHALL on every master, the writers held still.
+            log("FLUSHALL");
+            {
+                let _still = run.writes.write().unwrap();
+                let from = run.now();
+                for m in cluster.masters() {
+                    cluster.nodes[m].cmd(&["FLUSHALL"]);
+                }
+                let until = run.now();
+                for h in &run.histories {
+                    let mut h = h.lock().unwrap();
+                    for s in h.iter_mut().filter(|s| s.until == OPEN) {
+                        s.until = until;
+                    }
+                    h.push(State {
+                        value: None,
+                        from,
+                        until: OPEN,
+                    });
+                }
+            }
+            settle();
+            faults.fetch_add(5, Ordering::Relaxed);
         }
-        settle();
         run.stop.store(true, Ordering::Relaxed);
     });
     for t in threads {
@@ -475,6 +491,7 @@ pub fn run(cluster: &mut Cluster, proxies: &[&Proxy], keys: usize, log: &mut dyn
         lost_writes: run.lost_writes.load(Ordering::Relaxed),
         old_after_freeze,
         stale_after_promotion,
+        faults: faults.load(Ordering::Relaxed),
     };
     for p in 0..proxies.len() {
         let reads = run.reads[p].lock().unwrap();
