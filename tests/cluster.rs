@@ -319,7 +319,9 @@ fn two_proxies_stay_coherent_through_resharding_and_failovers() {
             report.old_after_freeze[p], report.stale_after_promotion[p]
         );
         assert!(
-            report.old_after_freeze[p].is_none_or(|d| d < Duration::from_secs(1)),
+            // The lease (1 s), and a probe's interval of slack for when the
+            // stop took effect.
+            report.old_after_freeze[p].is_none_or(|d| d < Duration::from_millis(1250)),
             "proxy {p}: served {:?} after the freeze",
             report.old_after_freeze[p]
         );

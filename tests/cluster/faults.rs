@@ -377,8 +377,10 @@ pub fn run(
             let promoted = Mutex::new(None::<Instant>);
             let watching = AtomicBool::new(true);
             log("freezing a master");
-            let frozen_at = Instant::now();
             cluster.signal(frozen, "STOP");
+            // After kill(1) returned: the node is stopped by now (or within
+            // a scheduling tick).
+            let frozen_at = Instant::now();
             std::thread::scope(|w| {
                 let watchers: Vec<_> = proxies
                     .iter()
