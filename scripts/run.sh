@@ -4,7 +4,7 @@
 # a free port first and stopped when the proxy exits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
+cargo build --release
 bin=target/release/redis-proxy
 
 if [ -n "${REDIS_URL:-}" ] || [ -n "${REDIS_HOST:-}" ] || [ -n "${REDIS_CLUSTER:-}" ]; then

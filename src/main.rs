@@ -8,12 +8,23 @@ use redis_proxy::config::Config;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let config = Config::from_env_or_exit();
+    let mut config = Config::from_env_or_exit();
     redis_proxy::telemetry::init(config.log_format);
     // Before anything opens a socket: a proxy that accepts clients it has no
     // file descriptors for fails them at random, so it does not start.
-    match redis_proxy::server::fit_open_files(config.max_clients, config.max_pinned_connections) {
-        Ok(open_files) => tracing::debug!(open_files, "RLIMIT_NOFILE"),
+    let fitted = redis_proxy::server::fit_open_files(
+        config.max_clients,
+        config.max_pinned_connections,
+        config.max_clients_given,
+    );
+    match fitted {
+        Ok((open_files, clients, warning)) => {
+            tracing::debug!(open_files, "RLIMIT_NOFILE");
+            if let Some(warning) = warning {
+                tracing::warn!("{warning}");
+            }
+            config.max_clients = clients;
+        }
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::from(2);

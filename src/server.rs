@@ -52,17 +52,24 @@ const REJECTS_LINGERING: usize = 32;
 /// connections, listeners and the process's own.
 pub const OPEN_FILES_HEADROOM: u64 = 256;
 
-/// Raises the soft `RLIMIT_NOFILE` to what `max_clients` connections and
-/// `max_pinned` pinned backend connections need (plus
-/// [`OPEN_FILES_HEADROOM`]), returning the limit now in force. An error,
-/// when the hard limit is too low, is one line saying what to set.
-pub fn fit_open_files(max_clients: u32, max_pinned: u32) -> Result<u64, String> {
+/// Raises the soft open-file limit to what `max_clients` and `max_pinned`
+/// need (plus headroom for shared and idle backend connections, the admin
+/// port and the listeners). Where the hard limit is lower: when the figure
+/// was the default (`given` false), it is lowered to fit, as Redis does
+/// with its `maxclients`, and returned with a warning to log; when the user
+/// chose it, an error that says what to set. Returns (open files, clients,
+/// warning).
+pub fn fit_open_files(
+    max_clients: u32,
+    max_pinned: u32,
+    given: bool,
+) -> Result<(u64, u32, Option<String>), String> {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let need = u64::from(max_clients) + u64::from(max_pinned) + OPEN_FILES_HEADROOM;
     let limit = getrlimit(Resource::Nofile);
     let soft = limit.current.unwrap_or(u64::MAX);
     if soft >= need {
-        return Ok(soft);
+        return Ok((soft, max_clients, None));
     }
     let hard = limit.maximum.unwrap_or(u64::MAX);
     let too_low = || {
@@ -72,15 +79,25 @@ pub fn fit_open_files(max_clients: u32, max_pinned: u32) -> Result<u64, String> 
              {need}, or LimitNOFILE={need} under systemd) or lower --max-clients"
         )
     };
-    if hard < need {
+    let (target, clients, warning) = if hard >= need {
+        (need, max_clients, None)
+    } else if !given && hard > u64::from(max_pinned) + OPEN_FILES_HEADROOM {
+        let fits = u32::try_from(hard - u64::from(max_pinned) - OPEN_FILES_HEADROOM).unwrap_or(u32::MAX);
+        let warning = format!(
+            "the open-file limit (hard {hard}) fits --max-clients {fits}, not the default {max_clients}: \
+             serving at most {fits} clients; raise it (ulimit -n {need}, or LimitNOFILE={need} under \
+             systemd) for the default"
+        );
+        (hard, fits, Some(warning))
+    } else {
         return Err(too_low());
-    }
+    };
     let raised = rustix::process::Rlimit {
-        current: Some(need),
+        current: Some(target),
         maximum: limit.maximum,
     };
     setrlimit(Resource::Nofile, raised).map_err(|_| too_low())?;
-    Ok(need)
+    Ok((target, clients, warning))
 }
 
 /// The bound sockets; `None` where a front end is `off`.
@@ -117,8 +134,85 @@ pub async fn run_until_signalled(config: Config) -> Result<(), String> {
         invalidation = ?config.invalidation,
         "redis-proxy listening"
     );
+    let block = ready_block(&config, &listeners);
+    let ready = app.clone();
+    tokio::spawn(async move {
+        while !ready.is_ready() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::info!("ready\n{block}");
+    });
     run(app, listeners, shutdown_signal()).await;
     Ok(())
+}
+
+/// `1 GiB`, `64 MiB`, `1500 bytes`: as the flags take them.
+fn bytes(n: u64) -> String {
+    for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if n >= size && n.is_multiple_of(size) {
+            return format!("{} {unit}", n / size);
+        }
+    }
+    format!("{n} bytes")
+}
+
+/// What a newcomer needs once the proxy is ready: where each front end
+/// listens and a command to try on it, where Redis is, whether writes are
+/// allowed, what the cache holds and how it stays coherent.
+fn ready_block(config: &Config, listeners: &Listeners) -> String {
+    let addr = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+    let mut lines = Vec::new();
+    match addr(&listeners.http) {
+        Some(a) => lines.push(format!("  HTTP   http://{a}    try: curl -i http://{a}/get/foo")),
+        None => lines.push("  HTTP   off".to_string()),
+    }
+    match addr(&listeners.resp) {
+        Some(a) => lines.push(format!(
+            "  RESP   {a}    try: redis-cli -h {} -p {} GET foo",
+            a.ip(),
+            a.port()
+        )),
+        None => lines.push("  RESP   off".to_string()),
+    }
+    match addr(&listeners.admin) {
+        Some(a) => lines.push(format!("  admin  http://{a}/metrics, /readyz, /healthz")),
+        None => lines.push("  admin  off".to_string()),
+    }
+    let redis = match &config.redis_cluster {
+        Some(seeds) => format!("Redis Cluster, seeds {}", seeds.redacted()),
+        None => redacted(config.redis_url()),
+    };
+    lines.push(format!("  Redis  {redis}"));
+    lines.push(format!(
+        "  writes {}",
+        if config.allow_writes {
+            "allowed (--allow-writes): /set and every RESP write go to Redis"
+        } else {
+            "refused (start with --allow-writes to allow them)"
+        }
+    ));
+    lines.push(format!(
+        "  cache  {} keys, {} at most, each for {} from insertion{}",
+        config.cache_capacity,
+        bytes(config.cache_max_bytes),
+        humantime::format_duration(config.cache_ttl),
+        if config.cache_capacity == 0 {
+            " (capacity 0: caching off)"
+        } else {
+            ""
+        }
+    ));
+    lines.push(format!(
+        "  coherence  {}",
+        match config.lease() {
+            Some(lease) => format!(
+                "tracking: Redis says which keys change; cached values served while Redis answered within {}",
+                humantime::format_duration(lease)
+            ),
+            None => "ttl: expiry only; a value changed in Redis is served until its TTL runs out".into(),
+        }
+    ));
+    lines.join("\n")
 }
 
 /// Serves until `shutdown` completes, then drains: `/readyz` turns 503; on

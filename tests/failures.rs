@@ -127,6 +127,59 @@ fn sigterm_turns_readyz_503_and_serves_until_the_delay_is_over() {
     assert_eq!(proxy.wait_exit().code(), Some(0));
 }
 
+/// Once ready, one block says where each front end listens with a command
+/// to try, where Redis is, whether writes are allowed, and what the cache
+/// holds; without colour codes when the log is not a terminal.
+#[test]
+fn once_ready_the_log_says_how_to_connect() {
+    let redis = RedisServer::start();
+    let (http, resp, admin) = (free_port(), free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_redis-proxy"))
+        .args([
+            "--redis-url",
+            &redis.url(),
+            "--cache-capacity",
+            "500",
+            "--cache-max-bytes",
+            "64MiB",
+        ])
+        .args([
+            "--http-listen",
+            &format!("127.0.0.1:{http}"),
+            "--resp-listen",
+            &format!("127.0.0.1:{resp}"),
+        ])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    while !log.contains("coherence") && std::time::Instant::now() < deadline {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut stderr, &mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        log.push_str(&line);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for want in [
+        format!("curl -i http://127.0.0.1:{http}/get/foo"),
+        format!("redis-cli -h 127.0.0.1 -p {resp} GET foo"),
+        format!("http://127.0.0.1:{admin}/metrics"),
+        redis.url().trim_end_matches("/0").to_string(),
+        "writes refused (start with --allow-writes".into(),
+        "500 keys, 64 MiB at most, each for 1m".into(),
+        "tracking".into(),
+    ] {
+        assert!(log.contains(&want), "no {want:?} in {log}");
+    }
+    assert!(!log.contains('\u{1b}'), "colour codes in a piped log: {log:?}");
+}
+
 #[test]
 fn sigint_with_idle_keepalive_connections_exits_0() {
     let redis = RedisServer::start();
@@ -167,6 +220,11 @@ fn bad_values_exit_2_with_one_line_naming_the_flag() {
         (&[], &[("REDIS_DB", "x")], "REDIS_DB"),
         (&["--resp-listen", "6380"], &[], "--resp-listen"),
         (&[], &[("CLIENT_PASSWORD", "")], "--client-password"),
+        (
+            &["--resp-listen", "off", "--http-listen", "off"],
+            &[],
+            "all off: nothing would be served",
+        ),
     ];
     for (args, env, flag) in cases {
         let (code, stderr) = run_with(args, env);

@@ -174,7 +174,7 @@ fn a_hard_open_file_limit_below_max_clients_exits_2_with_one_line() {
             "--http-listen",
             "off",
             "--resp-listen",
-            "off",
+            "127.0.0.1:0",
             "--admin-listen",
             "off",
         ])
@@ -204,6 +204,55 @@ fn a_hard_open_file_limit_below_max_clients_exits_2_with_one_line() {
             "--max-clients 1000 with --max-pinned-connections 1000 needs 2256 open files but the \
              limit is 300"
         ) && stderr.contains("ulimit -n 2256"),
+        "{stderr}"
+    );
+}
+
+/// The default --max-clients (10,000) needs 11,256 open files. Where the
+/// hard limit is lower and the figure was not asked for, it is lowered to
+/// fit, as Redis does, with one warning naming the new figure.
+#[test]
+fn a_default_max_clients_is_lowered_to_fit_the_open_file_limit() {
+    let redis = RedisServer::start();
+    let admin = common::free_port();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 2000 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_redis-proxy"))
+        .args([
+            "--redis-url",
+            &redis.url(),
+            "--http-listen",
+            "off",
+            "--resp-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .env_remove("MAX_CLIENTS")
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_for("the proxy to be ready", || {
+        common::try_request(admin, "GET", b"/readyz", &[])
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    // 2,000 files: 1,000 pinned connections, 256 of headroom, 744 clients.
+    assert_eq!(open_files(child.id()), 2000);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a log that is not a terminal: {stderr:?}"
+    );
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains("fits --max-clients 744, not the default 10000")
+            && warnings[0].contains("ulimit -n 11256"),
         "{stderr}"
     );
 }

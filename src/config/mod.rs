@@ -154,6 +154,12 @@ pub struct Config {
     /// Log format: text or json. The level comes from RUST_LOG.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Whether `--max-clients` (or MAX_CLIENTS) was given, rather than its
+    /// default: only a figure the user chose is worth refusing to start
+    /// over (see `server::fit_open_files`).
+    #[arg(skip)]
+    pub max_clients_given: bool,
 }
 
 /// Administrative commands refused unless `--deny-commands` says otherwise.
@@ -189,8 +195,15 @@ impl Config {
     /// Parses the process arguments and environment; on a bad value prints
     /// one line and exits 2 (help and version exit 0 as usual).
     pub fn from_env_or_exit() -> Config {
-        match Config::try_parse() {
-            Ok(mut config) => match config.resolve_redis_url() {
+        use clap::{CommandFactory, FromArgMatches};
+        let parsed = Config::command().try_get_matches().and_then(|matches| {
+            let mut config = Config::from_arg_matches(&matches)?;
+            config.max_clients_given =
+                matches.value_source("max_clients") != Some(clap::parser::ValueSource::DefaultValue);
+            Ok(config)
+        });
+        match parsed {
+            Ok(mut config) => match config.resolve_redis_url().and_then(|()| config.check_listeners()) {
                 Ok(()) => config,
                 Err(msg) => exit_bad_value(&msg),
             },
@@ -204,6 +217,19 @@ impl Config {
                 exit_bad_value(line.trim_start_matches("error: "))
             }
         }
+    }
+
+    /// At least one front end: a proxy that listens nowhere serves nothing.
+    pub fn check_listeners(&self) -> Result<(), String> {
+        let off = [self.http_listen, self.resp_listen, self.admin_listen]
+            .iter()
+            .all(|l| *l == Listen::Off);
+        if off {
+            return Err(
+                "--http-listen, --resp-listen and --admin-listen are all off: nothing would be served".into(),
+            );
+        }
+        Ok(())
     }
 
     /// Fills `redis_url` from the Flask-era variables when it was not given,

@@ -318,19 +318,21 @@ pub fn still_waiting(stream: &TcpStream) -> bool {
     waiting
 }
 
-/// The binary run with `args` and `env`, every front end off, to its exit:
-/// its status code and what it wrote to stderr.
+/// The binary run with `args` and `env` (HTTP and admin off, RESP on a
+/// port of the system's choosing) to its exit: its status code and what it
+/// wrote to stderr.
 pub fn run_with(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_redis-proxy"));
+    for (flag, default) in [
+        ("--http-listen", "off"),
+        ("--admin-listen", "off"),
+        ("--resp-listen", "127.0.0.1:0"),
+    ] {
+        if !args.contains(&flag) {
+            cmd.args([flag, default]);
+        }
+    }
     cmd.args(args).env_remove("REDIS_URL").env_remove("REDIS_HOST");
-    cmd.args([
-        "--http-listen",
-        "off",
-        "--admin-listen",
-        "off",
-        "--resp-listen",
-        "off",
-    ]);
     for (k, v) in env {
         cmd.env(k, v);
     }
