@@ -42,7 +42,8 @@ pub struct Config {
     #[arg(long, env = "CACHE_TTL", default_value = "60s", value_parser = parse_duration)]
     pub cache_ttl: Duration,
 
-    /// Maximum number of keys held.
+    /// Maximum number of keys held; 0 turns caching off (every GET goes to
+    /// Redis).
     #[arg(
         long,
         env = "CACHE_CAPACITY",
@@ -60,7 +61,10 @@ pub struct Config {
     #[arg(long, env = "CACHE_MAX_VALUE_BYTES", default_value = "1MiB", value_parser = parse_bytes)]
     pub cache_max_value_bytes: u64,
 
-    /// Client connections held at once, all front ends together.
+    /// Client connections held at once, HTTP and RESP together. The
+    /// open-file limit is raised to fit it; where the hard limit is lower,
+    /// the default is lowered to fit (with a warning) and a figure given
+    /// here exits 2.
     #[arg(long, env = "MAX_CLIENTS", default_value_t = 10_000, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_clients: u32,
 
@@ -86,7 +90,8 @@ pub struct Config {
 
     /// With `tracking`: cached values are served only while a probe of the
     /// invalidation connection sent this recently has been answered, so a
-    /// Redis gone silent (a partition, a freeze) is not trusted longer.
+    /// Redis gone silent (a partition, a freeze) is not trusted longer. In a
+    /// cluster, per master; it must be shorter than cluster-node-timeout.
     #[arg(long, env = "TRACKING_LEASE", default_value = "1s", value_parser = parse_duration_nonzero)]
     pub tracking_lease: Duration,
 
