@@ -84,6 +84,15 @@ impl App {
     /// [`App::build`] over a store made beforehand (a benchmark's, filled).
     pub fn build_with(config: &Config, store: Store) -> Result<Arc<App>, String> {
         let metrics = Arc::new(Metrics::new());
+        let limits = &metrics.limits;
+        limits.max_clients.set(i64::from(config.max_clients));
+        limits.max_pinned.set(i64::from(config.max_pinned_connections));
+        limits
+            .cache_capacity
+            .set(i64::try_from(config.cache_capacity).unwrap_or(i64::MAX));
+        limits
+            .cache_max_bytes
+            .set(i64::try_from(config.cache_max_bytes).unwrap_or(i64::MAX));
         let lease = config.lease();
         let tls = config.redis_tls()?;
         let (local, reads) = match &config.redis_cluster {

@@ -219,7 +219,19 @@ pub struct Metrics {
     pub backend_connections: Family<KindLabels, Gauge>,
     /// Round trips spent waiting for the invalidations a write caused.
     pub write_barriers: Counter,
+    /// The configured bounds, for dashboards and alerts to compare with:
+    /// `--max-clients` (as in force), `--max-pinned-connections`,
+    /// `--cache-capacity`, `--cache-max-bytes`.
+    pub limits: Limits,
     registry: Registry,
+}
+
+#[derive(Default)]
+pub struct Limits {
+    pub max_clients: Gauge,
+    pub max_pinned: Gauge,
+    pub cache_capacity: Gauge,
+    pub cache_max_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -255,8 +267,10 @@ impl Metrics {
             pinned: Gauge::default(),
             backend_connections: Family::default(),
             write_barriers: Counter::default(),
+            limits: Limits::default(),
             registry: Registry::with_prefix("redis_proxy"),
         };
+        m.register_limits();
         m.register_front_ends();
         m.register_cache();
         m.register_backend();
@@ -345,6 +359,22 @@ impl Metrics {
             "Times every cached entry was dropped, by reason",
             flushes,
         );
+    }
+
+    fn register_limits(&mut self) {
+        let (r, l) = (&mut self.registry, &self.limits);
+        r.register("max_clients", "--max-clients in force", l.max_clients.clone());
+        r.register(
+            "max_pinned_connections",
+            "--max-pinned-connections",
+            l.max_pinned.clone(),
+        );
+        r.register(
+            "cache_capacity",
+            "--cache-capacity (keys)",
+            l.cache_capacity.clone(),
+        );
+        r.register("cache_max_bytes", "--cache-max-bytes", l.cache_max_bytes.clone());
     }
 
     fn register_backend(&mut self) {
