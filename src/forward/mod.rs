@@ -134,9 +134,10 @@ const IDLE_MAX: usize = 32;
 pub struct Forwarder {
     targets: Targets,
     shared: Mutex<HashMap<Key, Shared>>,
-    /// Held while connecting, so that clients arriving together open one
-    /// connection, not one each.
-    connecting: tokio::sync::Mutex<()>,
+    /// Held while connecting, per connection, so that clients arriving
+    /// together open one connection, not one each; and a master that is
+    /// slow to answer holds up only its own clients.
+    connecting: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
     table: RwLock<Option<Arc<Table>>>,
     server: RwLock<Server>,
     idle: Mutex<HashMap<Key, Vec<link::Link>>>,
@@ -161,7 +162,7 @@ impl Forwarder {
         Forwarder {
             targets,
             shared: Mutex::default(),
-            connecting: tokio::sync::Mutex::new(()),
+            connecting: Mutex::default(),
             table: RwLock::new(None),
             server: RwLock::new(Server::default()),
             idle: Mutex::default(),
@@ -268,7 +269,8 @@ impl Forwarder {
         if let Some(shared) = self.shared.lock().get(&key).filter(|s| s.is_alive()) {
             return Ok(shared.clone());
         }
-        let _connecting = self.connecting.lock().await;
+        let lock = self.connecting.lock().entry(key.clone()).or_default().clone();
+        let _connecting = lock.lock().await;
         if let Some(shared) = self.shared.lock().get(&key).filter(|s| s.is_alive()) {
             return Ok(shared.clone());
         }
