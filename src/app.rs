@@ -95,13 +95,15 @@ impl App {
             .set(i64::try_from(config.cache_max_bytes).unwrap_or(i64::MAX));
         let lease = config.lease();
         let tls = config.redis_tls()?;
-        let (local, reads) = match &config.redis_cluster {
+        // A cluster's lease is per slot (each master renews its own).
+        let leased = match (lease, &config.redis_cluster) {
+            (None, _) => Lease::unbounded(),
+            (Some(length), Some(_)) => Lease::per_slot(length),
+            (Some(length), None) => Lease::new(length),
+        };
+        let local = Arc::new(Local::with_lease(store, leased, metrics.clone()));
+        let reads = match &config.redis_cluster {
             Some(seeds) => {
-                let local = Arc::new(Local::with_lease(
-                    store,
-                    lease.map_or_else(Lease::unbounded, Lease::per_slot),
-                    metrics.clone(),
-                ));
                 let cluster = Cluster::new(
                     seeds.clone(),
                     tls.clone(),
@@ -111,14 +113,9 @@ impl App {
                     local.clone(),
                     metrics.clone(),
                 );
-                (local, Reads::Cluster(Arc::new(cluster)))
+                Reads::Cluster(Arc::new(cluster))
             }
             None => {
-                let local = Arc::new(Local::with_lease(
-                    store,
-                    lease.map_or_else(Lease::unbounded, Lease::new),
-                    metrics.clone(),
-                ));
                 let backend = Backend::new(
                     config.redis_url(),
                     tls.clone(),
@@ -129,7 +126,7 @@ impl App {
                 )
                 .map_err(|e| format!("--redis-url: {e}"))?
                 .with_lease(lease);
-                (local, Reads::Redis(Arc::new(backend)))
+                Reads::Redis(Arc::new(backend))
             }
         };
         let connect_timeout = config.backend_timeout.max(Duration::from_millis(500));

@@ -339,7 +339,7 @@ mod generated;
 /// would cross slots); every reply and the final data equal.
 #[test]
 fn replies_and_data_through_the_proxy_equal_redis_direct_on_a_cluster() {
-    use generated::{Rng, command, contents, normal, query};
+    use generated::{Rng, command, contents, normal, pipeline, query, shown};
     let _one = serial();
     let cluster = Cluster::start();
     let proxy = Proxy::start_cluster(&cluster.seeds(), &["--allow-writes"]);
@@ -362,23 +362,11 @@ fn replies_and_data_through_the_proxy_equal_redis_direct_on_a_cluster() {
                         command(&mut rng, step, true)
                     })
                     .collect();
-                let mut pipe = redis::pipe();
-                for args in &commands {
-                    let mut cmd = redis::cmd(&args[0]);
-                    for x in &args[1..] {
-                        cmd.arg(x);
-                    }
-                    pipe.add_command(cmd);
-                }
-                let show = |r: redis::RedisResult<Vec<redis::Value>>| match r {
-                    Ok(values) => values
-                        .into_iter()
-                        .zip(&commands)
-                        .map(|(v, args)| normal(args, Ok(v)))
-                        .collect::<Vec<_>>(),
-                    Err(e) => vec![format!("error: {}", e.code().unwrap_or("?"))],
-                };
-                let (ra, rb) = (show(pipe.query(&mut a)), show(pipe.query(&mut b)));
+                let pipe = pipeline(&commands, false);
+                let (ra, rb) = (
+                    shown(pipe.query(&mut a), &commands),
+                    shown(pipe.query(&mut b), &commands),
+                );
                 assert_eq!(
                     rb, ra,
                     "{protocol} seed {seed} step {step}: pipeline {commands:?}"

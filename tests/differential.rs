@@ -11,7 +11,7 @@ mod common;
 mod generated;
 
 use common::{Proxy, RedisServer};
-use generated::{Rng, command, contents, normal, query};
+use generated::{Rng, command, contents, normal, pipeline, query, shown};
 use redis::{Connection, Value};
 
 fn connect(port: u16, protocol: &str) -> Connection {
@@ -42,30 +42,12 @@ fn run(protocol: &str, seed: u64, steps: usize, flags: &[&str]) {
                         command(&mut rng, step, false)
                     })
                     .collect();
-                let mut pipe = redis::pipe();
-                if atomic {
-                    pipe.atomic();
-                }
-                for args in &commands {
-                    let mut cmd = redis::cmd(&args[0]);
-                    for x in &args[1..] {
-                        cmd.arg(x);
-                    }
-                    pipe.add_command(cmd);
-                }
+                let pipe = pipeline(&commands, atomic);
                 let ra: redis::RedisResult<Vec<Value>> = pipe.query(&mut a);
                 let rb: redis::RedisResult<Vec<Value>> = pipe.query(&mut b);
-                let show = |r: redis::RedisResult<Vec<Value>>| match r {
-                    Ok(values) => values
-                        .into_iter()
-                        .zip(&commands)
-                        .map(|(v, args)| normal(args, Ok(v)))
-                        .collect::<Vec<_>>(),
-                    Err(e) => vec![format!("error: {}", e.code().unwrap_or("?"))],
-                };
                 assert_eq!(
-                    show(rb),
-                    show(ra),
+                    shown(rb, &commands),
+                    shown(ra, &commands),
                     "RESP{protocol} seed {seed} step {step}: {} {commands:?}",
                     if atomic { "MULTI" } else { "pipeline" }
                 );

@@ -122,10 +122,6 @@ impl Cluster {
         &self.topology
     }
 
-    pub fn seeds(&self) -> &Seeds {
-        &self.seeds
-    }
-
     /// Ready while the map is known and a master is usable: one master
     /// down makes its keys fail, not the whole proxy leave a balancer.
     pub fn is_ready(&self) -> bool {
@@ -225,13 +221,7 @@ impl Cluster {
 
     /// `CLUSTER INFO`'s current epoch and `CLUSTER SLOTS` from `addr`.
     async fn ask_slots(&self, addr: &str) -> Result<(u64, Map), String> {
-        let info = redis::IntoConnectionInfo::into_connection_info(self.seeds.url(addr))
-            .map_err(|e| e.to_string())?;
-        let client = match &self.tls {
-            Some(tls) => redis::Client::build_with_tls(info, tls.clone()),
-            None => redis::Client::open(info),
-        }
-        .map_err(|e| e.to_string())?;
+        let client = node_client(&self.seeds, self.tls.as_ref(), addr)?;
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));
@@ -439,6 +429,21 @@ impl Cluster {
     }
 }
 
+/// A client for the node at `addr`, reached as the seeds say (scheme,
+/// user, TLS files).
+fn node_client(
+    seeds: &Seeds,
+    tls: Option<&redis::TlsCertificates>,
+    addr: &str,
+) -> Result<redis::Client, String> {
+    let info = redis::IntoConnectionInfo::into_connection_info(seeds.url(addr)).map_err(|e| e.to_string())?;
+    match tls {
+        Some(tls) => redis::Client::build_with_tls(info, tls.clone()),
+        None => redis::Client::open(info),
+    }
+    .map_err(|e| e.to_string())
+}
+
 /// At start: `--tracking-lease` must be shorter than the cluster's
 /// `cluster-node-timeout`, or a frozen master's cached values could still be
 /// served after its replica took over. Asked of the seeds with `CONFIG GET`
@@ -451,14 +456,9 @@ pub async fn check_lease(
     timeout: Duration,
 ) -> Result<(), String> {
     for addr in &seeds.nodes {
-        let Ok(info) = redis::IntoConnectionInfo::into_connection_info(seeds.url(addr)) else {
+        let Ok(client) = node_client(seeds, tls.as_ref(), addr) else {
             continue;
         };
-        let client = match &tls {
-            Some(tls) => redis::Client::build_with_tls(info, tls.clone()),
-            None => redis::Client::open(info),
-        };
-        let Ok(client) = client else { continue };
         let ask = async {
             let mut conn = client.get_multiplexed_async_connection().await?;
             redis::cmd("CONFIG")

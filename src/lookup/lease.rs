@@ -66,10 +66,6 @@ impl Lease {
         }
     }
 
-    pub fn length(&self) -> Option<Duration> {
-        self.length
-    }
-
     fn nanos(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
     }

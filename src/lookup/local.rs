@@ -63,10 +63,6 @@ impl Local {
         }
     }
 
-    pub fn lease(&self) -> &Lease {
-        &self.lease
-    }
-
     /// Whether the lease covering `key` holds at `now`; a lookup that
     /// finds it lapsed is counted, and misses.
     fn leased(&self, key: &[u8], now: Instant) -> bool {

@@ -176,3 +176,31 @@ pub fn contents(conn: &mut Connection) -> Vec<String> {
     }
     out
 }
+
+/// `commands` as one pipeline, or a transaction when `atomic`.
+pub fn pipeline(commands: &[Vec<String>], atomic: bool) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    if atomic {
+        pipe.atomic();
+    }
+    for args in commands {
+        let mut cmd = redis::cmd(&args[0]);
+        for x in &args[1..] {
+            cmd.arg(x);
+        }
+        pipe.add_command(cmd);
+    }
+    pipe
+}
+
+/// A pipeline's replies made comparable, one per command.
+pub fn shown(replies: redis::RedisResult<Vec<Value>>, commands: &[Vec<String>]) -> Vec<String> {
+    match replies {
+        Ok(values) => values
+            .into_iter()
+            .zip(commands)
+            .map(|(v, args)| normal(args, Ok(v)))
+            .collect(),
+        Err(e) => vec![format!("error: {}", e.code().unwrap_or("?"))],
+    }
+}
