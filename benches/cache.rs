@@ -19,6 +19,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use redis_proxy::backend::Backend;
 use redis_proxy::cache::{Entry, Store};
 use redis_proxy::config::Invalidation;
+use redis_proxy::lookup::lease::Lease;
 use redis_proxy::lookup::{Local, Lookup, Reads};
 use redis_proxy::metrics::Metrics;
 
@@ -107,5 +108,42 @@ fn lookup_hit(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, store_ops, lookup_hit);
+/// A hit under a held tracking lease (the default `tracking` mode's path:
+/// one more atomic load and a clock comparison than `lookup/get_hit`).
+fn lookup_hit_leased(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let n = 10_000;
+    let ks = keys(n);
+    let metrics = Arc::new(Metrics::new());
+    let lease = Lease::new(Duration::from_secs(3600));
+    lease.renew(Instant::now());
+    let local = Arc::new(Local::with_lease(
+        filled(n, &ks, Instant::now()),
+        lease,
+        metrics.clone(),
+    ));
+    let backend = Backend::new(
+        "redis://127.0.0.1:1/0",
+        None,
+        Duration::from_secs(1),
+        Invalidation::Tracking,
+        local.clone(),
+        metrics.clone(),
+    )
+    .unwrap();
+    let lookup = Arc::new(Lookup::new(local, Reads::Redis(Arc::new(backend)), metrics));
+    let mut i = 0;
+    c.bench_function("lookup/get_hit_leased", |b| {
+        b.iter(|| {
+            i = (i + 7919) % n;
+            let found = rt.block_on(lookup.get(ks[i].clone())).unwrap();
+            black_box(found)
+        })
+    });
+}
+
+criterion_group!(benches, store_ops, lookup_hit, lookup_hit_leased);
 criterion_main!(benches);

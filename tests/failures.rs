@@ -220,6 +220,23 @@ fn bad_values_exit_2_with_one_line_naming_the_flag() {
         (&[], &[("REDIS_DB", "x")], "REDIS_DB"),
         (&["--resp-listen", "6380"], &[], "--resp-listen"),
         (&[], &[("CLIENT_PASSWORD", "")], "--client-password"),
+        (&["--redis-cluster", "127.0.0.1:0"], &[], "--redis-cluster"),
+        (&["--redis-cluster", "redis://h:7000/3"], &[], "--redis-cluster"),
+        (
+            &[
+                "--redis-cluster",
+                "127.0.0.1:7000",
+                "--redis-url",
+                "redis://127.0.0.1:1",
+            ],
+            &[],
+            "--redis-cluster",
+        ),
+        (
+            &["--redis-cluster", "127.0.0.1:7000"],
+            &[("REDIS_HOST", "10.0.0.1")],
+            "--redis-cluster cannot be given together with REDIS_HOST",
+        ),
         (
             &["--resp-listen", "off", "--http-listen", "off"],
             &[],

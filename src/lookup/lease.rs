@@ -81,7 +81,9 @@ impl Lease {
 
     /// Whether cached values under deadline `index` may be served at `now`.
     pub fn holds(&self, index: usize, now: Instant) -> bool {
-        self.nanos(now) < self.until[index].load(Ordering::Acquire)
+        let until = self.until[index].load(Ordering::Acquire);
+        // No lease (u64::MAX): no clock arithmetic on the hit path.
+        until == u64::MAX || self.nanos(now) < until
     }
 
     /// A probe sent at `sent` was answered: held until `sent + length`
