@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What `make test` needs beyond Rust: redis-server, redis-tools, haproxy
-# (the many-proxies test) and promtool from the prometheus package (the
-# alert rules' check; no Prometheus server is started). Debian/Ubuntu;
+# (the many-proxies test), promtool from the prometheus package (the
+# alert rules' check; no Prometheus server is started) and chromium (the
+# status page's test, headless). Debian/Ubuntu;
 # `apt-get update` runs once, only when something has to be installed.
 set -euo pipefail
 missing=()
@@ -9,6 +10,7 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"

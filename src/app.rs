@@ -20,9 +20,18 @@ use crate::forward::{Forwarder, Target, Targets};
 use crate::lookup::lease::Lease;
 use crate::lookup::{Found, Local, Lookup, Reads, Source};
 use crate::metrics::{FrontendMetrics, Metrics, Outcome};
+use crate::status::Ring;
 
 pub struct App {
     pub lookup: Arc<Lookup>,
+    /// The cache and the hot-key sketch the lookup reads through.
+    pub local: Arc<Local>,
+    /// One-second samples for the status page.
+    pub ring: Ring,
+    /// Every flag and its value in force, for the status page.
+    pub flags: Vec<(&'static str, String)>,
+    /// The tracking lease, None in `ttl` mode.
+    pub lease: Option<Duration>,
     /// What the lookup reads from, for its supervisor and readiness.
     pub reads: Reads,
     pub metrics: Arc<Metrics>,
@@ -101,7 +110,9 @@ impl App {
             (Some(length), Some(_)) => Lease::per_slot(length),
             (Some(length), None) => Lease::new(length),
         };
-        let local = Arc::new(Local::with_lease(store, leased, metrics.clone()));
+        let local = Arc::new(
+            Local::with_lease(store, leased, metrics.clone()).with_hot_keys(config.hotkeys_capacity),
+        );
         let reads = match &config.redis_cluster {
             Some(seeds) => {
                 let cluster = Cluster::new(
@@ -154,7 +165,11 @@ impl App {
         Ok(Arc::new(App {
             forwarder,
             deny: Deny::parse(&config.deny_commands),
-            lookup: Arc::new(Lookup::new(local, reads.clone(), metrics.clone())),
+            lookup: Arc::new(Lookup::new(local.clone(), reads.clone(), metrics.clone())),
+            local,
+            ring: Ring::default(),
+            flags: config.shown(),
+            lease,
             reads,
             http_metrics: metrics.frontend("http"),
             resp_metrics: metrics.frontend("resp"),
@@ -189,6 +204,12 @@ impl App {
     /// From now on `/readyz` answers 503.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// One second's sample for the status page (see [`Ring::sample`]).
+    pub fn sample(&self) {
+        self.ring
+            .sample(&self.metrics, [&self.http_metrics, &self.resp_metrics]);
     }
 
     pub fn next_client_id(&self) -> u64 {

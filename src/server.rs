@@ -128,7 +128,7 @@ pub async fn run_until_signalled(config: Config) -> Result<(), String> {
         http = %describe(&listeners.http),
         resp = %describe(&listeners.resp),
         admin = %describe(&listeners.admin),
-        redis = %redacted(config.redis_url()),
+        redis = %crate::config::redacted_url(config.redis_url()),
         max_clients = config.max_clients,
         max_parallel = config.max_parallel(),
         invalidation = ?config.invalidation,
@@ -175,12 +175,14 @@ fn ready_block(config: &Config, listeners: &Listeners) -> String {
         None => lines.push("  RESP   off".to_string()),
     }
     match addr(&listeners.admin) {
-        Some(a) => lines.push(format!("  admin  http://{a}/metrics, /readyz, /healthz")),
-        None => lines.push("  admin  off".to_string()),
+        Some(a) => lines.push(format!(
+            "  status http://{a}/    (a live page; also /status, /hotkeys, /metrics, /readyz)"
+        )),
+        None => lines.push("  status off (--admin-listen off)".to_string()),
     }
     let redis = match &config.redis_cluster {
         Some(seeds) => format!("Redis Cluster, seeds {}", seeds.redacted()),
-        None => redacted(config.redis_url()),
+        None => crate::config::redacted_url(config.redis_url()),
     };
     lines.push(format!("  Redis  {redis}"));
     lines.push(format!(
@@ -226,6 +228,7 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
     // The backend outlives the accept loops: draining requests still need it.
     let stop_backend = CancellationToken::new();
     app.reads.supervise(stop_backend.clone());
+    tokio::spawn(sample_every_second(app.clone(), stop_backend.clone()));
     let serving = serve(&app, listeners, &stop_accepting);
     let signal = shutdown.await;
     app.start_draining();
@@ -240,6 +243,18 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
     stop_accepting.cancel();
     drain(serving, app.shutdown_timeout).await;
     stop_backend.cancel();
+}
+
+/// Feeds the status page's ring until `stop`.
+async fn sample_every_second(app: Arc<App>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => app.sample(),
+            _ = stop.cancelled() => return,
+        }
+    }
 }
 
 /// The accept loops, running.
@@ -335,13 +350,6 @@ fn describe(l: &Option<TcpListener>) -> String {
 }
 
 /// The URL with any password replaced, for logs.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
-        _ => url.to_string(),
-    }
-}
-
 /// What asked the proxy to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {

@@ -169,7 +169,7 @@ fn once_ready_the_log_says_how_to_connect() {
     for want in [
         format!("curl -i http://127.0.0.1:{http}/get/foo"),
         format!("redis-cli -h 127.0.0.1 -p {resp} GET foo"),
-        format!("http://127.0.0.1:{admin}/metrics"),
+        format!("status http://127.0.0.1:{admin}/ "),
         redis.url().trim_end_matches("/0").to_string(),
         "writes refused (start with --allow-writes".into(),
         "500 keys, 64 MiB at most, each for 1m".into(),

@@ -34,7 +34,8 @@ pub struct Config {
     #[arg(long, env = "RESP_LISTEN", default_value = "127.0.0.1:6380", value_parser = parse_listen)]
     pub resp_listen: Listen,
 
-    /// Admin address (/metrics, /healthz, /readyz), or `off`.
+    /// Admin address (the status page /, /status, /hotkeys, /metrics,
+    /// /healthz, /readyz), or `off`.
     #[arg(long, env = "ADMIN_LISTEN", default_value = "127.0.0.1:9090", value_parser = parse_listen)]
     pub admin_listen: Listen,
 
@@ -51,6 +52,11 @@ pub struct Config {
         allow_negative_numbers = true
     )]
     pub cache_capacity: usize,
+
+    /// Counters of the hot-key sketch (`/hotkeys`, `INFO hotkeys`, the
+    /// status page): the most-read keys, in fixed memory; 0 turns it off.
+    #[arg(long, env = "HOTKEYS_CAPACITY", default_value_t = 1024)]
+    pub hotkeys_capacity: usize,
 
     /// Bound on the memory entries take: key + value + 72 bytes of overhead
     /// each (bytes, or with a KiB/MiB/GiB suffix).
@@ -313,6 +319,73 @@ impl Config {
         }))
     }
 
+    /// Every flag and the value in force, as the status page shows them:
+    /// passwords hidden, the open-file fitted `--max-clients` as run.
+    pub fn shown(&self) -> Vec<(&'static str, String)> {
+        let listen = |l: &Listen| match l {
+            Listen::Off => "off".to_string(),
+            Listen::On(a) => a.to_string(),
+        };
+        let time = |d: Duration| humantime::format_duration(d).to_string();
+        let path = |p: &Option<PathBuf>| p.as_ref().map_or("none".into(), |p| p.display().to_string());
+        vec![
+            (
+                "--redis-url",
+                match &self.redis_cluster {
+                    Some(_) => "none".into(),
+                    None => redacted_url(self.redis_url()),
+                },
+            ),
+            (
+                "--redis-cluster",
+                self.redis_cluster
+                    .as_ref()
+                    .map_or("none".into(), |s| s.redacted()),
+            ),
+            ("--http-listen", listen(&self.http_listen)),
+            ("--resp-listen", listen(&self.resp_listen)),
+            ("--admin-listen", listen(&self.admin_listen)),
+            ("--cache-ttl", time(self.cache_ttl)),
+            ("--cache-capacity", self.cache_capacity.to_string()),
+            ("--hotkeys-capacity", self.hotkeys_capacity.to_string()),
+            ("--cache-max-bytes", self.cache_max_bytes.to_string()),
+            ("--cache-max-value-bytes", self.cache_max_value_bytes.to_string()),
+            ("--max-clients", self.max_clients.to_string()),
+            ("--client-idle-timeout", time(self.client_idle_timeout)),
+            ("--client-output-limit", self.client_output_limit.to_string()),
+            ("--max-parallel", self.max_parallel.to_string()),
+            (
+                "--invalidation",
+                format!("{:?}", self.invalidation).to_lowercase(),
+            ),
+            ("--tracking-lease", time(self.tracking_lease)),
+            ("--backend-timeout", time(self.backend_timeout)),
+            ("--redis-ca-cert", path(&self.redis_ca_cert)),
+            ("--redis-client-cert", path(&self.redis_client_cert)),
+            ("--redis-client-key", path(&self.redis_client_key)),
+            ("--shutdown-timeout", time(self.shutdown_timeout)),
+            ("--shutdown-delay", time(self.shutdown_delay)),
+            ("--forward-timeout", time(self.forward_timeout)),
+            (
+                "--max-pinned-connections",
+                self.max_pinned_connections.to_string(),
+            ),
+            ("--deny-commands", self.deny_commands.clone()),
+            ("--allow-writes", self.allow_writes.to_string()),
+            (
+                "--client-password",
+                if self.client_password.is_some() {
+                    "(set)"
+                } else {
+                    "none"
+                }
+                .into(),
+            ),
+            ("--threads", self.threads().to_string()),
+            ("--log-format", format!("{:?}", self.log_format).to_lowercase()),
+        ]
+    }
+
     pub fn redis_url(&self) -> &str {
         self.redis_url.as_deref().unwrap_or("redis://127.0.0.1:6379/0")
     }
@@ -328,6 +401,14 @@ impl Config {
 
     pub fn threads(&self) -> usize {
         self.threads.map(|n| n as usize).unwrap_or_else(cores)
+    }
+}
+
+/// `url` with any user and password replaced by `***`.
+pub fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
     }
 }
 
@@ -447,6 +528,22 @@ fn parse_switch(s: &str) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_status_page_shows_every_flag() {
+        use clap::CommandFactory;
+        let config = Config::try_parse_from(["redis-proxy", "--client-password", "sesame"]).unwrap();
+        let shown: Vec<&str> = config.shown().iter().map(|f| f.0).collect();
+        for arg in Config::command().get_arguments() {
+            if let Some(long) = arg.get_long() {
+                assert!(
+                    shown.contains(&format!("--{long}").as_str()),
+                    "--{long} is not shown"
+                );
+            }
+        }
+        assert!(!format!("{:?}", config.shown()).contains("sesame"));
+    }
 
     #[test]
     fn bytes_with_units() {

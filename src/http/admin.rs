@@ -1,5 +1,6 @@
-//! The admin port: `/metrics`, `/healthz`, `/readyz`. It never asks for a
-//! client password; bind it to a private address.
+//! The admin port: the status page `/` and its JSON `/status`, `/hotkeys`,
+//! `/metrics`, `/healthz`, `/readyz`. It never asks for a client password;
+//! bind it to a private address.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,9 +13,28 @@ use hyper::{Request, Response, StatusCode};
 
 use super::Body;
 use crate::app::App;
+use crate::status::PAGE;
 
 pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let (status, content_type, body) = match req.uri().path() {
+        "/" => (StatusCode::OK, "text/html; charset=utf-8", PAGE.to_string()),
+        "/status" => (
+            StatusCode::OK,
+            "application/json",
+            super::status::status(&app).to_string(),
+        ),
+        "/hotkeys" => match hot_keys_wanted(req.uri().query()) {
+            Ok(n) => (
+                StatusCode::OK,
+                "application/json",
+                super::status::hot_keys(&app, n).to_string(),
+            ),
+            Err(e) => (
+                StatusCode::BAD_REQUEST,
+                "application/json",
+                serde_json::json!({ "error": e }).to_string(),
+            ),
+        },
         "/metrics" => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -35,12 +55,36 @@ pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bod
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics, /healthz or /readyz\n".to_string(),
+            "not found: try /, /status, /hotkeys, /metrics, /healthz or /readyz\n".to_string(),
         ),
     };
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let headers = r.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // The page loads nothing from elsewhere, and its script is its own:
+    // a key that slipped past the escaping still could not run.
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:",
+        ),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
+}
+
+/// `?n=N` of `/hotkeys`: how many keys (default 100).
+fn hot_keys_wanted(query: Option<&str>) -> Result<usize, String> {
+    let Some(query) = query else {
+        return Ok(super::status::DEFAULT_HOT_KEYS);
+    };
+    for pair in query.split('&') {
+        if let Some(n) = pair.strip_prefix("n=") {
+            return n
+                .parse()
+                .map_err(|_| format!("n must be a count of keys, not {n:?}"));
+        }
+    }
+    Ok(super::status::DEFAULT_HOT_KEYS)
 }

@@ -1,9 +1,11 @@
 //! The HTTP front ends: the API ([`api`]: `/get`, `/set`) and the admin
-//! port ([`admin`]: `/metrics`, `/healthz`, `/readyz`), and what they share:
+//! port ([`admin`]: the status page and its JSON ([`status`]), `/hotkeys`,
+//! `/metrics`, `/healthz`, `/readyz`), and what they share:
 //! the body type and the JSON answers.
 
 pub mod admin;
 pub mod api;
+pub mod status;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;

@@ -86,6 +86,14 @@ impl Lease {
         until == u64::MAX || self.nanos(now) < until
     }
 
+    /// How much longer deadline `index` holds at `now`: None for no lease,
+    /// zero when lapsed.
+    pub fn left(&self, index: usize, now: Instant) -> Option<Duration> {
+        self.length?;
+        let until = self.until[index].load(Ordering::Acquire);
+        Some(Duration::from_nanos(until.saturating_sub(self.nanos(now))))
+    }
+
     /// A probe sent at `sent` was answered: held until `sent + length`
     /// (never shortened by an answer that arrives out of order).
     pub fn renew(&self, sent: Instant) {

@@ -23,13 +23,14 @@ use super::lease::Lease;
 use crate::backend::Coherence;
 use crate::cache::{Bounds, Entry, Hit, Store, Value};
 use crate::error::Error;
+use crate::hotkeys::{HotKey, HotKeys};
 use crate::metrics::{FlushReason, Metrics};
 
 /// One key's answer from Redis, as the backend gives it.
 pub(super) type Fetched = Result<Option<crate::backend::Fetched>, Error>;
 
 pub struct Local {
-    store: Mutex<Store>,
+    held: Mutex<Held>,
     bounds: Bounds,
     /// The store's hasher, so keys are hashed outside its lock; every
     /// fresh store swapped in keeps it.
@@ -38,6 +39,13 @@ pub struct Local {
     /// Hits are served only while it holds (see `lease`).
     lease: Lease,
     metrics: Arc<Metrics>,
+}
+
+/// What the lock guards: the store, and the hot-key sketch that every
+/// cached read is recorded in while the lock is held anyway.
+struct Held {
+    store: Store,
+    hot: Option<HotKeys>,
 }
 
 /// Stores dropped by a flush larger than this are freed on a blocking
@@ -56,11 +64,31 @@ impl Local {
         Local {
             bounds: store.bounds(),
             hasher: store.hasher().clone(),
-            store: Mutex::new(store),
+            held: Mutex::new(Held { store, hot: None }),
             generations: Generations::new(),
             lease,
             metrics,
         }
+    }
+
+    /// Keeps a hot-key sketch of `capacity` counters (0: none).
+    pub fn with_hot_keys(self, capacity: usize) -> Self {
+        self.held.lock().hot = (capacity > 0).then(|| HotKeys::new(capacity, Instant::now()));
+        self
+    }
+
+    /// The `n` keys read most (see [`HotKeys::top`]), and the sketch's
+    /// capacity; None without a sketch.
+    pub fn hot_keys(&self, n: usize) -> Option<(Vec<HotKey>, usize)> {
+        let held = self.held.lock();
+        let hot = held.hot.as_ref()?;
+        Some((hot.top(n, Instant::now()), hot.capacity()))
+    }
+
+    /// How much longer the lease holds: the single Redis's (`slot` None)
+    /// or a cluster slot's. None without a lease (`ttl` mode).
+    pub fn lease_left(&self, slot: Option<u16>) -> Option<Duration> {
+        self.lease.left(slot.map_or(0, usize::from), Instant::now())
     }
 
     /// Whether the lease covering `key` holds at `now`; a lookup that
@@ -82,12 +110,17 @@ impl Local {
         let hash = self.hash(key);
         // The clock is read under the lock: an entry that expired while
         // this thread waited for it is not served.
-        let found = self.with_store(|s| {
+        let found = self.with_held(|held| {
             let now = Instant::now();
-            if !self.leased(key, now) {
-                return None;
+            let found = if self.leased(key, now) {
+                held.store.get(key, hash, now).map(found)
+            } else {
+                None
+            };
+            if let Some(hot) = &mut held.hot {
+                hot.record(key, hash, found.is_some(), now);
             }
-            s.get(key, hash, now).map(found)
+            found
         })?;
         self.metrics.hits.inc();
         Some(found)
@@ -111,14 +144,17 @@ impl Local {
             *hash = self.hash(key);
         }
         let start = out.len();
-        self.with_store(|s| {
+        self.with_held(|held| {
             let now = Instant::now();
             for (key, &hash) in keys.iter().zip(hashes.iter()) {
                 let hit = if self.leased(key, now) {
-                    s.get(key, hash, now).map_or(MISSING, found)
+                    held.store.get(key, hash, now).map_or(MISSING, found)
                 } else {
                     MISSING
                 };
+                if let Some(hot) = &mut held.hot {
+                    hot.record(key, hash, hit.value.is_some(), now);
+                }
                 out.push(Ok(hit));
             }
         });
@@ -204,11 +240,17 @@ impl Local {
 
     /// Runs `f` on the store under its lock and publishes what changed.
     fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
-        let mut store = self.store.lock();
-        let r = f(&mut store);
+        self.with_held(|held| f(&mut held.store))
+    }
+
+    /// [`Local::with_store`], with the hot-key sketch too.
+    fn with_held<R>(&self, f: impl FnOnce(&mut Held) -> R) -> R {
+        let mut held = self.held.lock();
+        let r = f(&mut held);
+        let store = &mut held.store;
         let events = store.take_events();
         let (entries, bytes) = (store.len(), store.bytes());
-        drop(store);
+        drop(held);
         if events.evicted > 0 {
             self.metrics.evictions.inc_by(events.evicted);
         }
@@ -318,7 +360,7 @@ impl Coherence for Local {
         // O(1) under the lock: a fresh store is swapped in, and the old one
         // is freed outside it.
         let fresh = Store::with_hasher(self.bounds, self.hasher.clone());
-        let old = std::mem::replace(&mut *self.store.lock(), fresh);
+        let old = std::mem::replace(&mut self.held.lock().store, fresh);
         self.metrics.flush(reason);
         self.metrics.entries.set(0);
         self.metrics.bytes.set(0);

@@ -61,6 +61,18 @@ impl Latency {
     pub fn observe(&self, took: Duration) {
         self.observe_n(took, 1);
     }
+
+    /// Each bucket's upper bound and count (not cumulative), the last
+    /// bucket's bound infinite: what `/metrics` shows, for the status page.
+    pub fn counts(&self) -> Vec<(Duration, u64)> {
+        let inner = &self.inner;
+        let bounds = inner.bounds.iter().map(|&b| Duration::from_nanos(b));
+        bounds
+            .chain(std::iter::once(Duration::MAX))
+            .zip(inner.buckets.iter())
+            .map(|(b, n)| (b, n.load(Ordering::Relaxed)))
+            .collect()
+    }
 }
 
 impl Default for Latency {

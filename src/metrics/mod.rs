@@ -185,6 +185,15 @@ impl FrontendMetrics {
         }
         self.duration.observe_n(took, n);
     }
+
+    /// Requests answered so far, by `Outcome as usize`.
+    pub fn totals(&self) -> [u64; Outcome::ALL.len()] {
+        std::array::from_fn(|i| self.requests[i].get())
+    }
+
+    pub fn latency(&self) -> &Latency {
+        &self.duration
+    }
 }
 
 pub struct Metrics {
@@ -481,6 +490,31 @@ impl Metrics {
                     .get()
             })
             .sum()
+    }
+
+    /// Open client connections of `frontend` (`http`, `resp`).
+    pub fn clients(&self, frontend: &'static str) -> i64 {
+        self.connections.get_or_create(&FrontendLabels { frontend }).get()
+    }
+
+    /// The RESP commands answered so far, as `/metrics` shows them:
+    /// (command, outcome, count). Read from the encoded text, since the
+    /// label family cannot be walked; for the status page, not requests.
+    pub fn command_counts(&self) -> Vec<(String, String, u64)> {
+        let text = self.encode();
+        let prefix = "redis_proxy_commands_total{";
+        text.lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix(prefix)?;
+                let (labels, count) = rest.rsplit_once("} ")?;
+                let label = |name: &str| {
+                    let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
+                    let end = start + labels[start..].find('"')?;
+                    Some(labels[start..end].to_string())
+                };
+                Some((label("command")?, label("outcome")?, count.trim().parse().ok()?))
+            })
+            .collect()
     }
 
     /// The proxy closed a client for `reason`.

@@ -13,6 +13,10 @@ use crate::forward::pack;
 
 /// `INFO [section …]`.
 pub async fn info(app: &App, session: &Session, sections: &[Bytes]) -> Answer {
+    // The proxy's own section needs no Redis.
+    if !sections.is_empty() && sections.iter().all(|s| s.eq_ignore_ascii_case(b"hotkeys")) {
+        return ok(Reply::Verbatim(hotkeys_section(app).into()));
+    }
     let mut args: Vec<Bytes> = vec![Bytes::from_static(b"INFO")];
     args.extend(sections.iter().cloned());
     let mut packed = BytesMut::new();
@@ -82,7 +86,73 @@ pub async fn info(app: &App, session: &Session, sections: &[Bytes]) -> Answer {
         }
         text.push_str(&proxy_section(app));
     }
+    // Not in the default INFO: only when asked for, by name or with all.
+    let asked = |names: &[&str]| {
+        sections
+            .iter()
+            .any(|s| names.iter().any(|w| s.eq_ignore_ascii_case(w.as_bytes())))
+    };
+    if asked(&["hotkeys", "all", "everything"]) {
+        if !text.is_empty() && !text.ends_with("\r\n\r\n") {
+            text.push_str("\r\n");
+        }
+        text.push_str(&hotkeys_section(app));
+    }
     ok(Reply::Verbatim(text.into()))
+}
+
+/// Keys `INFO hotkeys` lists.
+const INFO_HOT_KEYS: usize = 16;
+
+/// `# Hotkeys`: the sketch's capacity, then one line per key, the most
+/// read first: `hotkey_0:reads=…,reads_error=…,hits=…,minute_reads=…,
+/// minute_hits=…,key="…"`. The key comes last and quoted as redis-cli
+/// quotes (`\"`, `\\`, `\n`, `\xNN`), so any byte in it stays on its line
+/// and a parser can take the rest of the line.
+fn hotkeys_section(app: &App) -> String {
+    let mut out = String::from("# Hotkeys\r\n");
+    match app.local.hot_keys(INFO_HOT_KEYS) {
+        None => out.push_str("hotkeys_capacity:0\r\n"),
+        Some((keys, capacity)) => {
+            out.push_str(&format!("hotkeys_capacity:{capacity}\r\n"));
+            for (i, k) in keys.iter().enumerate() {
+                out.push_str(&format!(
+                    "hotkey_{i}:reads={},reads_error={},hits={},minute_reads={},minute_hits={},{}key={}\r\n",
+                    k.reads,
+                    k.error,
+                    k.hits,
+                    k.minute_reads,
+                    k.minute_hits,
+                    if k.len > k.key.len() {
+                        format!("length={},truncated=1,", k.len)
+                    } else {
+                        String::new()
+                    },
+                    quoted(&k.key)
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// `bytes` as redis-cli prints a string: in double quotes, with `"`, `\`
+/// and control characters escaped, and other non-printable bytes as `\xNN`.
+fn quoted(bytes: &[u8]) -> String {
+    let mut out = String::from("\"");
+    for &b in bytes {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn proxy_section(app: &App) -> String {
@@ -173,6 +243,12 @@ fn with_keyspace(info: &str, keyspace: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_quoted_onto_one_line() {
+        assert_eq!(quoted(b"user:1"), r#""user:1""#);
+        assert_eq!(quoted(b"a\"b\\c\r\n\xff,d=e"), r#""a\"b\\c\r\n\xff,d=e""#);
+    }
 
     #[test]
     fn keyspaces_add_up() {

@@ -16,7 +16,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 
 #[allow(unused_imports)] // used by the in-process tests only
 pub use in_process::InProcess;
-pub use redis_server::{DEADLINE, RedisServer, free_port, wait_for};
+#[allow(unused_imports)] // wait_up_to: used by some tests only
+pub use redis_server::{DEADLINE, RedisServer, free_port, wait_for, wait_up_to};
 #[allow(unused_imports)] // used by the partition tests only
 pub use relay::Relay;
 
