@@ -110,7 +110,9 @@ fn lookup_hit(c: &mut Criterion) {
 
 /// A hit under a held tracking lease (the default `tracking` mode's path:
 /// one more atomic load and a clock comparison than `lookup/get_hit`).
-fn lookup_hit_leased(c: &mut Criterion) {
+/// With `hot_keys` counters of the hot-key sketch (0: none; 1,024: the
+/// default), reads spread evenly over 10,000 keys (the sketch's worst case).
+fn lookup_hit_leased_with(c: &mut Criterion, name: &str, hot_keys: usize) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -120,11 +122,9 @@ fn lookup_hit_leased(c: &mut Criterion) {
     let metrics = Arc::new(Metrics::new());
     let lease = Lease::new(Duration::from_secs(3600));
     lease.renew(Instant::now());
-    let local = Arc::new(Local::with_lease(
-        filled(n, &ks, Instant::now()),
-        lease,
-        metrics.clone(),
-    ));
+    let local = Arc::new(
+        Local::with_lease(filled(n, &ks, Instant::now()), lease, metrics.clone()).with_hot_keys(hot_keys),
+    );
     let backend = Backend::new(
         "redis://127.0.0.1:1/0",
         None,
@@ -136,7 +136,7 @@ fn lookup_hit_leased(c: &mut Criterion) {
     .unwrap();
     let lookup = Arc::new(Lookup::new(local, Reads::Redis(Arc::new(backend)), metrics));
     let mut i = 0;
-    c.bench_function("lookup/get_hit_leased", |b| {
+    c.bench_function(name, |b| {
         b.iter(|| {
             i = (i + 7919) % n;
             let found = rt.block_on(lookup.get(ks[i].clone())).unwrap();
@@ -145,5 +145,36 @@ fn lookup_hit_leased(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, store_ops, lookup_hit, lookup_hit_leased);
+fn lookup_hit_leased(c: &mut Criterion) {
+    lookup_hit_leased_with(c, "lookup/get_hit_leased", 0);
+    lookup_hit_leased_with(c, "lookup/get_hit_leased_hotkeys", 1024);
+}
+
+/// The hot-key sketch on its own: reads of 100 keys (every one holds a
+/// counter: the common case of a hot set), and reads spread evenly over
+/// 10,000 keys with 1,024 counters (most reads take over the least
+/// counter: the worst case).
+fn hot_keys(c: &mut Criterion) {
+    use redis_proxy::hotkeys::HotKeys;
+    use std::hash::{BuildHasher, RandomState};
+    let mut g = c.benchmark_group("hotkeys");
+    let hasher = RandomState::new();
+    for n in [100usize, 10_000] {
+        let ks = keys(n);
+        let hashes: Vec<u64> = ks.iter().map(|k| hasher.hash_one(&k[..])).collect();
+        let now = Instant::now();
+        g.bench_with_input(BenchmarkId::new("record", n), &n, |b, _| {
+            let mut h = HotKeys::new(1024, now);
+            let tick = h.tick(now);
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 7919) % n;
+                h.record(&ks[i], hashes[i], true, tick, 1);
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, store_ops, lookup_hit, lookup_hit_leased, hot_keys);
 criterion_main!(benches);

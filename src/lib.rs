@@ -16,7 +16,8 @@
 //!   drain; [`server::run`] serves an app until a shutdown future completes
 //! - front ends, each taking an `Arc<App>`:
 //!   - [`http`]: [`http::api`] (`/get`, `/set`; routing is the pure
-//!     [`http::api::parse_route`]) and [`http::admin`] (`/metrics`,
+//!     [`http::api::parse_route`]) and [`http::admin`] (the status page
+//!     `/` and its JSON [`http::status`], `/hotkeys`, `/metrics`,
 //!     `/healthz`, `/readyz`)
 //!   - [`resp`]: the Redis protocol: `parse` (pure, fuzzed), `encode`,
 //!     `command` (requests parsed once into commands, with the table of
@@ -43,6 +44,10 @@
 //!   hash slots, the seeds, and [`cluster::Cluster`] (the map kept fresh,
 //!   a tracked backend per master, per-node coherence)
 //! - [`cache`]: the LRU+TTL store (`list` holds the index-linked lists)
+//! - [`hotkeys`]: the most-read keys: a space-saving sketch per thread,
+//!   fed by [`lookup::Local`]; pure but for its per-thread registry
+//! - [`status`]: the status page (`page.html`) and its ring of one-second
+//!   samples of the metrics
 //! - [`backend`]: Redis: requests; `supervise` (the connection's life);
 //!   `tracking` (CLIENT TRACKING invalidations, and why they are race-free)
 //! - leaves any layer may use: [`error`] (where an error came from decides

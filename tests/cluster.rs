@@ -77,6 +77,25 @@ fn reads_from_every_master_are_cached_and_kept_coherent() {
     assert_eq!(proxy.get("/get/never-set").status, 404);
     assert!(proxy.metric("redis_proxy_invalidations_total") >= 3.0);
     assert_eq!(proxy.admin_get("/readyz").unwrap().status, 200);
+    // The status page's JSON lists each master: up, tracking, its slots,
+    // and a lease that holds.
+    let status = proxy.admin_get("/status").unwrap().json();
+    let redis = &status["redis"];
+    assert_eq!(redis["kind"], "cluster", "{redis}");
+    let nodes = redis["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{redis}");
+    assert!(
+        nodes.iter().all(|n| n["up"] == true && n["tracking"] == true),
+        "{redis}"
+    );
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["lease_left_ms"].as_f64().is_some_and(|ms| ms > 0.0)),
+        "{redis}"
+    );
+    let slots: u64 = nodes.iter().map(|n| n["slots"].as_u64().unwrap()).sum();
+    assert_eq!(slots, 16384);
 }
 
 /// Forwarded commands reach the master of their slot, multi-key commands

@@ -23,14 +23,14 @@ use super::lease::Lease;
 use crate::backend::Coherence;
 use crate::cache::{Bounds, Entry, Hit, Store, Value};
 use crate::error::Error;
-use crate::hotkeys::{HotKey, HotKeys};
+use crate::hotkeys::{HotKey, PerThread};
 use crate::metrics::{FlushReason, Metrics};
 
 /// One key's answer from Redis, as the backend gives it.
 pub(super) type Fetched = Result<Option<crate::backend::Fetched>, Error>;
 
 pub struct Local {
-    held: Mutex<Held>,
+    store: Mutex<Store>,
     bounds: Bounds,
     /// The store's hasher, so keys are hashed outside its lock; every
     /// fresh store swapped in keeps it.
@@ -38,14 +38,9 @@ pub struct Local {
     pub(super) generations: Generations,
     /// Hits are served only while it holds (see `lease`).
     lease: Lease,
+    /// The most-read keys, one sketch per thread (see [`PerThread`]).
+    hot: Option<PerThread>,
     metrics: Arc<Metrics>,
-}
-
-/// What the lock guards: the store, and the hot-key sketch that every
-/// cached read is recorded in while the lock is held anyway.
-struct Held {
-    store: Store,
-    hot: Option<HotKeys>,
 }
 
 /// Stores dropped by a flush larger than this are freed on a blocking
@@ -64,24 +59,24 @@ impl Local {
         Local {
             bounds: store.bounds(),
             hasher: store.hasher().clone(),
-            held: Mutex::new(Held { store, hot: None }),
+            store: Mutex::new(store),
             generations: Generations::new(),
             lease,
+            hot: None,
             metrics,
         }
     }
 
-    /// Keeps a hot-key sketch of `capacity` counters (0: none).
-    pub fn with_hot_keys(self, capacity: usize) -> Self {
-        self.held.lock().hot = (capacity > 0).then(|| HotKeys::new(capacity, Instant::now()));
+    /// Keeps a hot-key sketch of `capacity` counters per thread (0: none).
+    pub fn with_hot_keys(mut self, capacity: usize) -> Self {
+        self.hot = (capacity > 0).then(|| PerThread::new(capacity));
         self
     }
 
-    /// The `n` keys read most (see [`HotKeys::top`]), and the sketch's
-    /// capacity; None without a sketch.
+    /// The `n` keys read most, and the counters each thread's sketch has;
+    /// None without a sketch.
     pub fn hot_keys(&self, n: usize) -> Option<(Vec<HotKey>, usize)> {
-        let held = self.held.lock();
-        let hot = held.hot.as_ref()?;
+        let hot = self.hot.as_ref()?;
         Some((hot.top(n, Instant::now()), hot.capacity()))
     }
 
@@ -110,18 +105,19 @@ impl Local {
         let hash = self.hash(key);
         // The clock is read under the lock: an entry that expired while
         // this thread waited for it is not served.
-        let found = self.with_held(|held| {
+        let (found, now) = self.with_store(|s| {
             let now = Instant::now();
-            let found = if self.leased(key, now) {
-                held.store.get(key, hash, now).map(found)
-            } else {
-                None
-            };
-            if let Some(hot) = &mut held.hot {
-                hot.record(key, hash, found.is_some(), now);
+            if !self.leased(key, now) {
+                return (None, now);
             }
-            found
-        })?;
+            (s.get(key, hash, now).map(found), now)
+        });
+        // The sketch is recorded after the store's lock is released: it is
+        // this thread's own.
+        if let Some(hot) = &self.hot {
+            hot.with_mine(|h| h.record_run(now, [(key, hash, found.is_some())]));
+        }
+        let found = found?;
         self.metrics.hits.inc();
         Some(found)
     }
@@ -144,20 +140,22 @@ impl Local {
             *hash = self.hash(key);
         }
         let start = out.len();
-        self.with_held(|held| {
+        let now = self.with_store(|s| {
             let now = Instant::now();
             for (key, &hash) in keys.iter().zip(hashes.iter()) {
                 let hit = if self.leased(key, now) {
-                    held.store.get(key, hash, now).map_or(MISSING, found)
+                    s.get(key, hash, now).map_or(MISSING, found)
                 } else {
                     MISSING
                 };
-                if let Some(hot) = &mut held.hot {
-                    hot.record(key, hash, hit.value.is_some(), now);
-                }
                 out.push(Ok(hit));
             }
+            now
         });
+        if let Some(hot) = &self.hot {
+            let reads = keys.iter().zip(hashes.iter()).zip(&out[start..]);
+            hot.with_mine(|h| h.record_run(now, reads.map(|((k, &hash), f)| (&k[..], hash, !is_missing(f)))));
+        }
         let hits = out[start..].iter().filter(|f| !is_missing(f)).count();
         if hits > 0 {
             self.metrics.hits.inc_by(hits as u64);
@@ -240,17 +238,11 @@ impl Local {
 
     /// Runs `f` on the store under its lock and publishes what changed.
     fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
-        self.with_held(|held| f(&mut held.store))
-    }
-
-    /// [`Local::with_store`], with the hot-key sketch too.
-    fn with_held<R>(&self, f: impl FnOnce(&mut Held) -> R) -> R {
-        let mut held = self.held.lock();
-        let r = f(&mut held);
-        let store = &mut held.store;
+        let mut store = self.store.lock();
+        let r = f(&mut store);
         let events = store.take_events();
         let (entries, bytes) = (store.len(), store.bytes());
-        drop(held);
+        drop(store);
         if events.evicted > 0 {
             self.metrics.evictions.inc_by(events.evicted);
         }
@@ -360,7 +352,7 @@ impl Coherence for Local {
         // O(1) under the lock: a fresh store is swapped in, and the old one
         // is freed outside it.
         let fresh = Store::with_hasher(self.bounds, self.hasher.clone());
-        let old = std::mem::replace(&mut self.held.lock().store, fresh);
+        let old = std::mem::replace(&mut *self.store.lock(), fresh);
         self.metrics.flush(reason);
         self.metrics.entries.set(0);
         self.metrics.bytes.set(0);
