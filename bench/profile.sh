@@ -11,19 +11,10 @@ workload=${1:-hits-p16}
 CARGO_TARGET_DIR=target/prof RUSTFLAGS="-C force-frame-pointers=yes" \
   CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release --quiet
 bin=target/prof/release/redis-proxy
-dir=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 rp=$(port); hp=$(port); pp=$(port); ap=$(port)
-redis-server --port "$rp" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" --logfile "$dir/redis.log" &
-pids+=($!); wait_port "$rp"
+start_redis "$rp"
 python3 - "$rp" <<'PY' | redis-cli -p "$rp" --pipe >/dev/null
 import sys
 v = b"v" * 64
