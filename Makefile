@@ -6,7 +6,8 @@
 run:
 	./scripts/run.sh $(ARGS)
 
-# Installs redis-server/redis-tools when missing, then every test, including
+# Installs what the tests need when missing (redis-server, redis-tools,
+# haproxy, prometheus for promtool, chromium), then every test, including
 # the system tests against real redis-servers the harness starts.
 test:
 	./scripts/ensure-test-deps.sh
