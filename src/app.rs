@@ -111,7 +111,7 @@ impl App {
             (Some(length), None) => Lease::new(length),
         };
         let local = Arc::new(
-            Local::with_lease(store, leased, metrics.clone()).with_hot_keys(config.hotkeys_capacity),
+            Local::with_lease(store, leased, metrics.clone()).with_hot_keys(config.hotkeys_capacity as usize),
         );
         let reads = match &config.redis_cluster {
             Some(seeds) => {

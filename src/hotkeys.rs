@@ -10,10 +10,11 @@
 //! each owned by one key. A read of an owned key adds one to its counter:
 //! exact from then on. A read of another key, once every counter is owned,
 //! takes over the counter with the least count `m` with probability
-//! `1/(m + 1)`; the new key starts at `m + 1` with an error of `m` (reads
-//! that may be other keys'). So `reads - error` never exceeds a key's true
-//! reads, and a key read often is admitted after about `m` reads and then
-//! counted exactly. Without the coin, a long tail of keys each read once
+//! `w/(m + w)`, for a read that weighs `w` (1, or [`SAMPLE`] when sampled);
+//! the new key starts at `m + w` with an error of `m` (reads that may be
+//! other keys'). So, while every read is counted, `reads - error` never
+//! exceeds a key's true reads, and a key read often is admitted after
+//! about `m` reads and then counted exactly. Without the coin, a long tail of keys each read once
 //! would churn the least counter on every read; with it, those reads cost
 //! a table probe and a random number.
 //!
@@ -32,6 +33,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -105,8 +107,14 @@ pub struct HotKey {
     pub key: Vec<u8>,
     /// The key's whole length: more than `key.len()` when truncated.
     pub len: usize,
-    /// Reads since start, as the sketch counts them: at least the true
-    /// number, at most `error` more.
+    /// The key's hash (the store's): with `key` and `len`, what tells
+    /// truncated keys apart.
+    pub hash: u64,
+    /// Reads since start, as the sketches count them. While every read is
+    /// counted (fewer than [`EXACT_PER_SECOND`] a second per thread),
+    /// `reads - error` never exceeds the true number: `error` reads may be
+    /// other keys', and reads on a thread whose sketch held no counter for
+    /// the key are missing. Past that, an estimate (see [`SAMPLE`]).
     pub reads: u64,
     pub error: u64,
     /// Hits among the `reads - error` reads seen since the key took its
@@ -144,7 +152,8 @@ impl HotKeys {
             table: HashTable::with_capacity(capacity),
             heap: Vec::with_capacity(capacity),
             started,
-            rng: 0x9e37_79b9_7f4a_7c15,
+            // Each sketch its own sequence.
+            rng: 0x9e37_79b9_7f4a_7c15 ^ SEED.fetch_add(0x2545_f491_4f6c_dd1d, Ordering::Relaxed),
             second: 0,
             in_second: 0,
             skip: 0,
@@ -213,7 +222,8 @@ impl HotKeys {
             }
             None => {
                 let (least, i) = self.heap[0];
-                if !self.coin(least + 1) {
+                // Randomised admission, a sampled read weighing `weight`.
+                if !self.chance(weight, least + weight) {
                     return;
                 }
                 let old_hash = self.counters[i as usize].hash;
@@ -235,13 +245,20 @@ impl HotKeys {
 
     /// The `n` keys read most in the last minute, then since start.
     pub fn top(&self, n: usize, now: Instant) -> Vec<HotKey> {
-        merged([self], n, now)
+        merged([self.reports(now)], n)
     }
 
-    /// True with probability `1/n` (to within 2^-64): a random 64-bit
-    /// number below 2^64 / n, tested with a multiplication, not a division.
-    fn coin(&mut self, n: u64) -> bool {
-        (u128::from(self.random()) * u128::from(n)) >> 64 == 0
+    /// Every counter's figures at `now`, unranked.
+    pub fn reports(&self, now: Instant) -> Vec<HotKey> {
+        let tick = self.tick(now);
+        self.counters.iter().map(|c| c.report(tick)).collect()
+    }
+
+    /// True with probability `w/n` (to within 2^-64): a random 64-bit
+    /// number below 2^64 · w / n, tested with a multiplication, not a
+    /// division.
+    fn chance(&mut self, w: u64, n: u64) -> bool {
+        (u128::from(self.random()) * u128::from(n)) >> 64 < u128::from(w)
     }
 
     /// xorshift64*.
@@ -292,26 +309,23 @@ impl HotKeys {
     }
 }
 
-/// The `n` keys read most over several sketches (each thread's), a key's
-/// figures added up across them: ranked by the last minute, then since
-/// start, then by key.
-pub fn merged<'a>(sketches: impl IntoIterator<Item = &'a HotKeys>, n: usize, now: Instant) -> Vec<HotKey> {
-    let mut by_key: HashMap<(Vec<u8>, usize), HotKey> = HashMap::new();
-    for sketch in sketches {
-        let tick = sketch.tick(now);
-        for c in &sketch.counters {
-            let k = c.report(tick);
-            match by_key.get_mut(&(k.key.clone(), k.len)) {
-                Some(sum) => {
-                    sum.reads += k.reads;
-                    sum.error += k.error;
-                    sum.hits += k.hits;
-                    sum.minute_reads += k.minute_reads;
-                    sum.minute_hits += k.minute_hits;
-                }
-                None => {
-                    by_key.insert((k.key.clone(), k.len), k);
-                }
+/// The `n` keys read most, from each sketch's [`HotKeys::reports`] (each
+/// thread's), a key's figures added up across them: ranked by the last
+/// minute, then since start, then by key.
+pub fn merged(reports: impl IntoIterator<Item = Vec<HotKey>>, n: usize) -> Vec<HotKey> {
+    let mut by_key: HashMap<(u64, usize, Vec<u8>), HotKey> = HashMap::new();
+    for k in reports.into_iter().flatten() {
+        match by_key.entry((k.hash, k.len, k.key.clone())) {
+            Entry::Occupied(mut o) => {
+                let sum = o.get_mut();
+                sum.reads += k.reads;
+                sum.error += k.error;
+                sum.hits += k.hits;
+                sum.minute_reads += k.minute_reads;
+                sum.minute_hits += k.minute_hits;
+            }
+            Entry::Vacant(v) => {
+                v.insert(k);
             }
         }
     }
@@ -376,6 +390,7 @@ impl Counter {
         HotKey {
             key: self.key.to_vec(),
             len: self.len,
+            hash: self.hash,
             reads: self.count,
             error: self.error,
             hits: self.hits,
@@ -406,6 +421,7 @@ pub struct PerThread {
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+static SEED: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// This thread's sketch of each [`PerThread`] it has recorded into.
@@ -450,10 +466,11 @@ impl PerThread {
     }
 
     /// The `n` keys read most, over every thread (see [`merged`]).
+    /// The `n` keys read most, over every thread (see [`merged`]). Each
+    /// thread's sketch is locked only while its figures are copied out.
     pub fn top(&self, n: usize, now: Instant) -> Vec<HotKey> {
         let all: Vec<Arc<Mutex<HotKeys>>> = self.all.lock().clone();
-        let guards: Vec<_> = all.iter().map(|s| s.lock()).collect();
-        merged(guards.iter().map(|g| &**g), n, now)
+        merged(all.iter().map(|s| s.lock().reports(now)), n)
     }
 }
 

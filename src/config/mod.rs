@@ -54,9 +54,11 @@ pub struct Config {
     pub cache_capacity: usize,
 
     /// Counters of the hot-key sketch (`/hotkeys`, `INFO hotkeys`, the
-    /// status page): the most-read keys, in fixed memory; 0 turns it off.
-    #[arg(long, env = "HOTKEYS_CAPACITY", default_value_t = 1024)]
-    pub hotkeys_capacity: usize,
+    /// status page), per worker thread: the most-read keys, in fixed
+    /// memory; 0 turns it off; at most 1048576.
+    #[arg(long, env = "HOTKEYS_CAPACITY", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    pub hotkeys_capacity: u32,
 
     /// Bound on the memory entries take: key + value + 72 bytes of overhead
     /// each (bytes, or with a KiB/MiB/GiB suffix).

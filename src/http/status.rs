@@ -47,6 +47,11 @@ fn hot_key(k: &HotKey) -> Value {
     let mut o = Map::new();
     match std::str::from_utf8(&k.key) {
         Ok(text) => o.insert("key".into(), text.into()),
+        // Truncated in the middle of a character: the text before it.
+        Err(e) if k.len > k.key.len() && e.error_len().is_none() => {
+            let text = std::str::from_utf8(&k.key[..e.valid_up_to()]).expect("valid up to there");
+            o.insert("key".into(), text.into())
+        }
         Err(_) => o.insert("key_base64".into(), BASE64.encode(&k.key).into()),
     };
     if k.len > k.key.len() {
@@ -90,13 +95,10 @@ pub fn status(app: &App) -> Value {
     let mut requests = Map::new();
     for (i, (name, f)) in FRONT_ENDS.iter().zip(front_ends).enumerate() {
         let latency = f.latency().counts();
+        let seconds: f64 = recent.iter().map(|s| s.seconds).sum();
         let rates: [f64; Outcome::ALL.len()] = std::array::from_fn(|o| {
             let n: u64 = recent.iter().map(|s| s.requests[i][o]).sum();
-            if recent.is_empty() {
-                0.0
-            } else {
-                n as f64 / recent.len() as f64
-            }
+            if seconds > 0.0 { n as f64 / seconds } else { 0.0 }
         });
         let rate_map: Map<String, Value> = Outcome::ALL
             .iter()
@@ -193,12 +195,15 @@ fn redis(app: &App) -> Value {
                 .map(|addr| {
                     let up = backends.iter().any(|(a, b)| a == addr && b.is_ready());
                     let slots = map.slots_of(addr);
+                    // The least of its slots' leases: how long all of them
+                    // are served for.
+                    let lease = slots.iter().filter_map(|&s| app.local.lease_left(Some(s))).min();
                     json!({
                         "address": addr,
                         "up": up,
                         "tracking": tracking && up,
                         "slots": slots.len(),
-                        "lease_left_ms": slots.first().map_or(Value::Null, |&s| lease_ms(Some(s))),
+                        "lease_left_ms": ms(lease),
                     })
                 })
                 .collect()
@@ -233,6 +238,7 @@ fn series(samples: &[Sample]) -> Value {
     json!({
         "interval_seconds": 1,
         "t": col(&|s| json!(s.t)),
+        "seconds": col(&|s| json!((s.seconds * 1e3).round() / 1e3)),
         "http": col(&|s| json!(total(s, 0))),
         "resp": col(&|s| json!(total(s, 1))),
         "errors": col(&|s| json!(errors(s))),

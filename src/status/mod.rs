@@ -5,7 +5,7 @@
 //! [`crate::http::admin`].
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
@@ -27,6 +27,8 @@ const OUTCOMES: usize = Outcome::ALL.len();
 pub struct Sample {
     /// Unix seconds at its end.
     pub t: u64,
+    /// How long it covers: a second, or more when its tick came late.
+    pub seconds: f64,
     /// Requests answered in this second, by front end and outcome.
     pub requests: [[u64; OUTCOMES]; 2],
     pub hits: u64,
@@ -64,28 +66,41 @@ pub struct Ring {
     inner: Mutex<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     samples: VecDeque<Sample>,
-    last: Option<Totals>,
+    /// The totals the last sample was taken at (zero at first: the first
+    /// sample holds everything since start), and when.
+    last: Totals,
+    at: Instant,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            samples: VecDeque::new(),
+            last: Totals::default(),
+            at: Instant::now(),
+        }
+    }
 }
 
 impl Ring {
-    /// Takes a sample: what changed since the last call (the first call
-    /// only sets the baseline).
+    /// Takes a sample: what changed since the last call (or, the first
+    /// time, since the ring was made).
     pub fn sample(&self, metrics: &Metrics, front_ends: [&FrontendMetrics; 2]) {
         let bounds: Vec<Duration> = front_ends[0].latency().counts().iter().map(|b| b.0).collect();
         let now = totals(metrics, front_ends);
         let mut inner = self.inner.lock();
-        let Some(last) = inner.last.replace(now.clone()) else {
-            return;
-        };
+        let last = std::mem::replace(&mut inner.last, now.clone());
+        let at = std::mem::replace(&mut inner.at, Instant::now());
         let latency: Vec<(Duration, u64)> = bounds
             .into_iter()
-            .zip(now.latency.iter().zip(&last.latency).map(|(n, l)| n - l))
+            .enumerate()
+            .map(|(i, b)| (b, now.latency[i] - last.latency.get(i).copied().unwrap_or(0)))
             .collect();
         let sample = Sample {
             t: unix_now(),
+            seconds: at.elapsed().as_secs_f64(),
             requests: std::array::from_fn(|f| {
                 std::array::from_fn(|o| now.requests[f][o] - last.requests[f][o])
             }),
@@ -195,12 +210,14 @@ mod tests {
         let ring = Ring::default();
         http.record(Outcome::Hit, std::time::Instant::now());
         ring.sample(&metrics, [&http, &resp]);
-        assert!(ring.samples().is_empty(), "the first call only sets the baseline");
+        // The first sample holds everything since the ring was made.
+        assert_eq!(ring.samples()[0].requests[0][Outcome::Hit as usize], 1);
         http.record(Outcome::Hit, std::time::Instant::now());
         resp.record(Outcome::NotFound, std::time::Instant::now());
         metrics.hits.inc();
         ring.sample(&metrics, [&http, &resp]);
-        let s = &ring.samples()[0];
+        let s = &ring.samples()[1];
+        assert!(s.seconds >= 0.0);
         assert_eq!(s.requests[0][Outcome::Hit as usize], 1);
         assert_eq!(s.requests[1][Outcome::NotFound as usize], 1);
         assert_eq!((s.hits, s.misses), (1, 0));
