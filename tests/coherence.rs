@@ -704,14 +704,17 @@ fn readers_never_see_a_value_redis_did_not_hold() {
         0,
         "writes the proxy never caught up with"
     );
-    // Bounded staleness is correctness, not speed: asserted, generously
-    // (measured p99 is about 2 ms on a saturated 2-core machine).
+    // Bounded staleness is correctness, not speed: asserted, generously.
+    // Measured 2026-12-05 on 2 cores: p99 2.7 ms on a quiet machine,
+    // 7.6-8.6 ms with two spin loops beside the test (the same before and
+    // after the hot-key sketch), 10.6 ms with a build running as well. A
+    // proxy that missed invalidations would be stale for the TTL (60 s).
     if settings.invalidation == "tracking" {
         let (p99, max) = (
             percentile(&staleness, 0.99),
             staleness.last().copied().unwrap_or(0),
         );
-        assert!(p99 < 10_000, "staleness p99 {p99} µs, over 10 ms");
+        assert!(p99 < 50_000, "staleness p99 {p99} µs, over 50 ms");
         assert!(max < 1_000_000, "staleness max {max} µs, over 1 s");
     }
     // Not vacuous: the run read a lot, hit the cache, and Redis invalidated
