@@ -76,7 +76,9 @@ fn store_ops(c: &mut Criterion) {
     g.finish();
 }
 
-fn lookup_hit(c: &mut Criterion) {
+/// Hits through `Lookup::get` on 10,000 cached keys, read in turn, each
+/// variant's `Local` made by `local` from the filled store.
+fn lookup_hits(c: &mut Criterion, name: &str, local: impl FnOnce(Store, Arc<Metrics>) -> Local) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -84,47 +86,8 @@ fn lookup_hit(c: &mut Criterion) {
     let n = 10_000;
     let ks = keys(n);
     let metrics = Arc::new(Metrics::new());
-    let local = Arc::new(Local::new(filled(n, &ks, Instant::now()), metrics.clone()));
+    let local = Arc::new(local(filled(n, &ks, Instant::now()), metrics.clone()));
     // Never connected: a hit must not need Redis.
-    let url = "redis://127.0.0.1:1/0";
-    let timeout = Duration::from_secs(1);
-    let backend = Backend::new(
-        url,
-        None,
-        timeout,
-        Invalidation::Tracking,
-        local.clone(),
-        metrics.clone(),
-    )
-    .unwrap();
-    let lookup = Arc::new(Lookup::new(local, Reads::Redis(Arc::new(backend)), metrics));
-    let mut i = 0;
-    c.bench_function("lookup/get_hit", |b| {
-        b.iter(|| {
-            i = (i + 7919) % n;
-            let found = rt.block_on(lookup.get(ks[i].clone())).unwrap();
-            black_box(found)
-        })
-    });
-}
-
-/// A hit under a held tracking lease (the default `tracking` mode's path:
-/// one more atomic load and a clock comparison than `lookup/get_hit`).
-/// With `hot_keys` counters of the hot-key sketch (0: none; 1,024: the
-/// default), reads spread evenly over 10,000 keys (the sketch's worst case).
-fn lookup_hit_leased_with(c: &mut Criterion, name: &str, hot_keys: usize) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let n = 10_000;
-    let ks = keys(n);
-    let metrics = Arc::new(Metrics::new());
-    let lease = Lease::new(Duration::from_secs(3600));
-    lease.renew(Instant::now());
-    let local = Arc::new(
-        Local::with_lease(filled(n, &ks, Instant::now()), lease, metrics.clone()).with_hot_keys(hot_keys),
-    );
     let backend = Backend::new(
         "redis://127.0.0.1:1/0",
         None,
@@ -145,9 +108,25 @@ fn lookup_hit_leased_with(c: &mut Criterion, name: &str, hot_keys: usize) {
     });
 }
 
+fn lookup_hit(c: &mut Criterion) {
+    lookup_hits(c, "lookup/get_hit", Local::new);
+}
+
+/// A hit under a held tracking lease (the default `tracking` mode's path:
+/// one more atomic load and a clock comparison than `lookup/get_hit`),
+/// without and with the hot-key sketch (1,024 counters, the default; reads
+/// spread evenly over 10,000 keys, its worst case).
 fn lookup_hit_leased(c: &mut Criterion) {
-    lookup_hit_leased_with(c, "lookup/get_hit_leased", 0);
-    lookup_hit_leased_with(c, "lookup/get_hit_leased_hotkeys", 1024);
+    for (name, hot_keys) in [
+        ("lookup/get_hit_leased", 0),
+        ("lookup/get_hit_leased_hotkeys", 1024),
+    ] {
+        lookup_hits(c, name, |store, metrics| {
+            let lease = Lease::new(Duration::from_secs(3600));
+            lease.renew(Instant::now());
+            Local::with_lease(store, lease, metrics).with_hot_keys(hot_keys)
+        });
+    }
 }
 
 /// The hot-key sketch on its own: reads of 100 keys (every one holds a

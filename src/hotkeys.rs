@@ -215,8 +215,8 @@ impl HotKeys {
                 self.heap.push((weight, i));
                 self.table
                     .insert_unique(hash, i, |&j| self.counters[j as usize].hash);
-                // A new counter's count (1) is the least there is: the heap
-                // holds with it at the bottom, as it is.
+                // A new counter counts `weight`, likely the least there is:
+                // sifted up from the bottom if not.
                 self.sift_up(self.heap.len() - 1);
                 i
             }
@@ -465,7 +465,6 @@ impl PerThread {
         })
     }
 
-    /// The `n` keys read most, over every thread (see [`merged`]).
     /// The `n` keys read most, over every thread (see [`merged`]). Each
     /// thread's sketch is locked only while its figures are copied out.
     pub fn top(&self, n: usize, now: Instant) -> Vec<HotKey> {

@@ -220,6 +220,7 @@ fn bad_values_exit_2_with_one_line_naming_the_flag() {
         (&[], &[("REDIS_DB", "x")], "REDIS_DB"),
         (&["--resp-listen", "6380"], &[], "--resp-listen"),
         (&[], &[("CLIENT_PASSWORD", "")], "--client-password"),
+        (&["--hotkeys-capacity", "2000000"], &[], "--hotkeys-capacity"),
         (&["--redis-cluster", "127.0.0.1:0"], &[], "--redis-cluster"),
         (&["--redis-cluster", "redis://h:7000/3"], &[], "--redis-cluster"),
         (

@@ -78,10 +78,11 @@ fn ms(d: Option<Duration>) -> Value {
     d.map_or(Value::Null, |d| json!((d.as_secs_f64() * 1e6).round() / 1e3))
 }
 
-fn by_outcome(counts: &[u64; Outcome::ALL.len()]) -> Value {
+/// `{"hit": …, "miss": …, …}`: one figure per outcome.
+fn by_outcome<T: Into<Value> + Copy>(figures: &[T; Outcome::ALL.len()]) -> Value {
     let map: Map<String, Value> = Outcome::ALL
         .iter()
-        .map(|o| (o.as_str().to_string(), json!(counts[*o as usize])))
+        .map(|o| (o.as_str().to_string(), figures[*o as usize].into()))
         .collect();
     Value::Object(map)
 }
@@ -92,23 +93,19 @@ pub fn status(app: &App) -> Value {
     let front_ends = [&app.http_metrics, &app.resp_metrics];
     let samples = app.ring.samples();
     let recent = &samples[samples.len().saturating_sub(RATE_SECONDS)..];
+    let seconds: f64 = recent.iter().map(|s| s.seconds).sum();
     let mut requests = Map::new();
     for (i, (name, f)) in FRONT_ENDS.iter().zip(front_ends).enumerate() {
         let latency = f.latency().counts();
-        let seconds: f64 = recent.iter().map(|s| s.seconds).sum();
         let rates: [f64; Outcome::ALL.len()] = std::array::from_fn(|o| {
             let n: u64 = recent.iter().map(|s| s.requests[i][o]).sum();
             if seconds > 0.0 { n as f64 / seconds } else { 0.0 }
         });
-        let rate_map: Map<String, Value> = Outcome::ALL
-            .iter()
-            .map(|o| (o.as_str().to_string(), json!(rates[*o as usize])))
-            .collect();
         requests.insert(
             (*name).into(),
             json!({
                 "total": by_outcome(&f.totals()),
-                "per_second": rate_map,
+                "per_second": by_outcome(&rates),
                 "connections": m.clients(name),
                 "p50_ms": ms(quantile(&latency, 0.5)),
                 "p99_ms": ms(quantile(&latency, 0.99)),
@@ -172,7 +169,6 @@ pub fn status(app: &App) -> Value {
 /// Redis, or each master of a cluster: up or down, tracking, the lease.
 fn redis(app: &App) -> Value {
     let tracking = app.reads.mode() == Invalidation::Tracking;
-    let lease_ms = |slot: Option<u16>| ms(app.local.lease_left(slot));
     let nodes: Vec<Value> = match &app.reads {
         Reads::Redis(b) => {
             let address = app
@@ -184,7 +180,7 @@ fn redis(app: &App) -> Value {
                 "address": address,
                 "up": b.is_ready(),
                 "tracking": tracking && b.is_ready(),
-                "lease_left_ms": lease_ms(None),
+                "lease_left_ms": ms(app.local.lease_left(None)),
             })]
         }
         Reads::Cluster(c) => {

@@ -81,10 +81,7 @@ pub async fn info(app: &App, session: &Session, sections: &[Bytes]) -> Answer {
             })
     };
     if wanted("proxy") {
-        if !text.is_empty() && !text.ends_with("\r\n\r\n") {
-            text.push_str("\r\n");
-        }
-        text.push_str(&proxy_section(app));
+        push_section(&mut text, &proxy_section(app));
     }
     // Not in the default INFO: only when asked for, by name or with all.
     let asked = |names: &[&str]| {
@@ -93,12 +90,17 @@ pub async fn info(app: &App, session: &Session, sections: &[Bytes]) -> Answer {
             .any(|s| names.iter().any(|w| s.eq_ignore_ascii_case(w.as_bytes())))
     };
     if asked(&["hotkeys", "all", "everything"]) {
-        if !text.is_empty() && !text.ends_with("\r\n\r\n") {
-            text.push_str("\r\n");
-        }
-        text.push_str(&hotkeys_section(app));
+        push_section(&mut text, &hotkeys_section(app));
     }
     ok(Reply::Verbatim(text.into()))
+}
+
+/// `section` after `text`, an empty line between them as INFO has it.
+fn push_section(text: &mut String, section: &str) {
+    if !text.is_empty() && !text.ends_with("\r\n\r\n") {
+        text.push_str("\r\n");
+    }
+    text.push_str(section);
 }
 
 /// Keys `INFO hotkeys` lists.
